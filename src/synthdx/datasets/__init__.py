@@ -1,0 +1,27 @@
+"""Loaders for real data sets: one entry point, `load_records`, picks the loader by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..records import Record
+from .iu_xray import load_iu_xray
+from .tabular import ColumnMap, load_table
+
+LOADERS = ("auto", "iu-xray", "jsonl", "csv", "parquet")
+
+
+def load_records(path: str | Path, loader: str = "auto", columns: ColumnMap | None = None,
+                 **kwargs) -> list[Record]:
+    """Load records with a named loader. `auto` picks iu-xray for `indiana_reports*.csv`
+    and the generic table loader (format from the file name) otherwise."""
+    path = Path(path)
+    if loader == "auto":
+        loader = "iu-xray" if path.name.startswith("indiana_reports") else "table"
+    if loader == "iu-xray":
+        return load_iu_xray(path)
+    fmt = None if loader in ("table", "auto") else loader
+    return load_table(path, columns, fmt=fmt, **kwargs)
+
+
+__all__ = ["ColumnMap", "LOADERS", "load_iu_xray", "load_records", "load_table"]
