@@ -1,0 +1,5 @@
+"""Classical baselines."""
+
+from .tfidf import TfidfLogRegBaseline
+
+__all__ = ["TfidfLogRegBaseline"]
