@@ -1,0 +1,143 @@
+"""Experiment configs: YAML validated with pydantic, with messages that name the bad key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    path: str = Field(description="Real labelled reports (IU X-ray CSV, or JSONL/CSV/Parquet with id, text, labels).")
+    loader: Literal["auto", "iu-xray", "jsonl", "csv", "parquet"] = "auto"
+    test_fraction: float = Field(0.3, gt=0, lt=1, description="Share of records (by hash of id) in the test part.")
+    split_salt: str = "synthdx"
+    max_train_pool: int | None = Field(None, ge=1, description="Use at most this many pool records for training.")
+
+
+class TeacherConfig(_Strict):
+    kind: Literal["rules", "none"] = "rules"
+    uncertain: Literal["positive", "negative", "ignore"] = "negative"
+
+
+class SyntheticConfig(_Strict):
+    n: int = Field(0, ge=0, description="Synthetic reports added to the training data.")
+    seed: int = 0
+    fit_to_teacher_labels: bool = Field(
+        True, description="Learn label prevalence from the teacher-labelled pool (no curated labels used).")
+
+
+class TrainSection(_Strict):
+    model: str = "smollm2-135m"
+    method: Literal["lora", "full"] = "lora"
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_layers: int | None = Field(None, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(5e-4, gt=0)
+    warmup_steps: int = Field(10, ge=0)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    seed: int = 0
+    save_every: int = Field(25, ge=0)
+    max_text_tokens: int = Field(320, ge=16)
+
+
+class EvalConfig(_Strict):
+    tfidf_baseline: bool = True
+    zero_shot: bool = True
+    free_generation_sample: int = Field(
+        64, ge=0, description="Test records on which unconstrained generation is parsed to count invalid outputs.")
+    batch_size: int = Field(32, ge=1)
+    n_resamples: int = Field(1000, ge=100)
+    seed: int = 0
+
+
+class ExperimentConfig(_Strict):
+    experiment: Literal["radiology"] = "radiology"
+    title: str = "Chest X-ray finding detection"
+    data: DataConfig
+    teacher: TeacherConfig = TeacherConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    train: TrainSection = TrainSection()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("title must not be empty")
+        return v
+
+
+def _format_errors(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """['train.epochs=2', 'data.test_fraction=0.2'] -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw = _merge(raw, parse_overrides(overrides or []))
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: invalid config\n{_format_errors(e)}") from None
+    cfg.data.path = str(resolve_data_path(cfg.data.path, path))
+    return cfg
+
+
+def resolve_data_path(p: str, config_path: Path) -> Path:
+    """Relative data paths are tried from the working directory, then from the config's folder and
+    its parent (so `../shared/...` works from the repository root and from `configs/`)."""
+    cand = Path(p).expanduser()
+    if cand.is_absolute():
+        return cand
+    for base in (Path.cwd(), config_path.parent, config_path.parent.parent):
+        if (base / cand).exists():
+            return (base / cand).resolve()
+    return cand

@@ -1,0 +1,85 @@
+"""Batch prediction for a multi-label task: constrained decoding (always valid, with scores) and
+free generation (what the model writes unconstrained, parsed; invalid outputs are counted)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from ..tasks.multilabel import MultiLabelTask
+from .constrained import decode_label_sets
+
+
+@dataclass
+class Prediction:
+    labels: list[str]
+    scores: dict[str, float]
+    truncated: bool = False
+    complete: bool = True
+    """False when decoding hit its step limit (the labels finished so far are kept)."""
+
+
+def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _autocast(model, dtype: torch.dtype | None):
+    device = next(model.parameters()).device.type
+    if dtype is None or dtype == torch.float32:
+        return torch.autocast(device, enabled=False)
+    return torch.autocast(device, dtype=dtype)
+
+
+def predict_label_sets(model, tokenizer, task: MultiLabelTask, texts: Sequence[str], batch_size: int = 16,
+                       autocast_dtype: torch.dtype | None = None,
+                       progress: Callable[[int], None] | None = None) -> list[Prediction]:
+    """Constrained, batched, length-sorted prediction; results come back in input order."""
+    model.eval()
+    prompts, truncated = zip(*(task.prompt_ids(tokenizer, t) for t in texts)) if texts else ((), ())
+    results: list[Prediction | None] = [None] * len(texts)
+    names = task.label_space.names
+    for batch in _length_sorted_batches([len(p) for p in prompts], batch_size):
+        with _autocast(model, autocast_dtype):
+            decoded = decode_label_sets(model, tokenizer, task, [prompts[i] for i in batch])
+        for i, (chosen, scores) in zip(batch, decoded):
+            complete = -1 not in scores
+            results[i] = Prediction(
+                labels=[names[j] for j in sorted(chosen)],
+                scores={n: round(float(scores.get(j, 0.0)), 6) for j, n in enumerate(names)},
+                truncated=truncated[i], complete=complete)
+        if progress:
+            progress(len(batch))
+    return results  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def generate_free(model, tokenizer, task: MultiLabelTask, texts: Sequence[str], batch_size: int = 16,
+                  max_new_tokens: int = 48, autocast_dtype: torch.dtype | None = None,
+                  progress: Callable[[int], None] | None = None) -> list[tuple[str, list[str], bool]]:
+    """Unconstrained greedy generation, parsed: (raw answer, labels, valid) per text."""
+    model.eval()
+    prompts = [task.prompt_ids(tokenizer, t)[0] for t in texts]
+    end = task._layout(tokenizer)["end"]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
+    device = next(model.parameters()).device
+    out: list = [None] * len(texts)
+    for batch in _length_sorted_batches([len(p) for p in prompts], batch_size):
+        width = max(len(prompts[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, i in enumerate(batch):
+            ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
+            mask[r, width - len(prompts[i]):] = 1
+        with _autocast(model, autocast_dtype):
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                 max_new_tokens=max_new_tokens, eos_token_id=end, pad_token_id=pad)
+        for r, i in enumerate(batch):
+            answer = tokenizer.decode(gen[r, width:], skip_special_tokens=True)
+            labels, valid = task.parse(answer)
+            out[i] = (answer, labels, valid)
+        if progress:
+            progress(len(batch))
+    return out

