@@ -32,6 +32,7 @@ class _RowState:
     chosen: list[int] = field(default_factory=list)
     scores: dict[int, float] = field(default_factory=dict)
     branch_mass: float = 1.0  # probability mass of the group we are walking down
+    before: dict[int, float] = field(default_factory=dict)  # scores from earlier branching points
 
 
 class LabelSetGrammar:
@@ -41,6 +42,10 @@ class LabelSetGrammar:
         self.empty: list[int] = lay["empty"]
         self.sep, self.end = lay["sep"], lay["end"]
         self.n = len(self.items)
+
+    def vocabulary(self) -> list[int]:
+        """Every token the grammar can ever allow."""
+        return sorted({t for item in self.items for t in item} | set(self.empty) | {self.sep, self.end})
 
     def _item(self, i: int) -> list[int]:
         return self.empty if i == -2 else self.items[i]
@@ -63,7 +68,8 @@ class LabelSetGrammar:
         return groups
 
     def step(self, st: _RowState, logprobs: torch.Tensor) -> int:
-        """Pick the next token for one row given its next-token log-probabilities; update state."""
+        """Pick the next token for one row given its next-token logits or log-probabilities (only
+        their differences over the allowed tokens matter); update the state."""
         allowed = self.allowed(st)
         toks = list(allowed)
         lp = logprobs[toks]
@@ -74,12 +80,13 @@ class LabelSetGrammar:
             starting = not st.prefix
             if starting:
                 st.branch_mass = 1.0
-            # credit every candidate item with the mass of its group at this branching point
+                st.before = dict(st.scores)
+            # credit every candidate item with the mass of its group at this branching point; walking
+            # down a shared group replaces the group's mass by the split the model gives inside it
             for t, p in zip(toks, probs):
                 for i in allowed[t]:
                     if i >= 0:
-                        mass = st.branch_mass * p
-                        st.scores[i] = max(st.scores.get(i, 0.0), mass)
+                        st.scores[i] = max(st.before.get(i, 0.0), st.branch_mass * p)
             st.branch_mass *= probs[best]
             st.prefix.append(tok)
             st.cands = allowed[tok]
@@ -96,38 +103,105 @@ class LabelSetGrammar:
         return tok
 
 
+class _GrammarLogits:
+    """Next-token logits at the last position, computed only for the tokens the grammar can allow
+    (~40 of a 49k vocabulary) and returned in a full-vocabulary tensor (-inf elsewhere). The grammar
+    renormalises over allowed tokens, so the rest of the vocabulary never matters; skipping it removes
+    the LM head, a large share of each decoding step of a small model. Models whose head is not a
+    plain linear map of the decoder output (e.g. logit soft-capping) get the full head."""
+
+    def __init__(self, model, grammar: LabelSetGrammar):
+        self.model = model
+        self.vocab = torch.tensor(grammar.vocabulary(), device=next(model.parameters()).device)
+        head = model.get_output_embeddings()
+        plain = (isinstance(head, torch.nn.Linear) and model.base_model is not model
+                 and not getattr(model.config, "final_logit_softcapping", None))
+        self.weight = head.weight[self.vocab] if plain else None
+        self.bias = head.bias[self.vocab] if plain and head.bias is not None else None
+        self.size = head.weight.shape[0]
+
+    def __call__(self, **inputs) -> tuple[object, torch.Tensor]:
+        if self.weight is None:
+            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+            return out.past_key_values, out.logits[:, -1, :].float().cpu()
+        out = self.model.base_model(**inputs, use_cache=True)
+        sub = torch.nn.functional.linear(out.last_hidden_state[:, -1, :], self.weight, self.bias).float()
+        full = torch.full((sub.shape[0], self.size), -math.inf)
+        full[:, self.vocab.cpu()] = sub.cpu()
+        return out.past_key_values, full
+
+
+def common_prefix_length(prompts: list[list[int]]) -> int:
+    """Tokens every prompt starts with, leaving each prompt at least one token of its own."""
+    if not prompts:
+        return 0
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for k in range(max(n, 0)):
+        if any(p[k] != first[k] for p in prompts):
+            return k
+    return max(n, 0)
+
+
+@torch.no_grad()
+def encode_prefix(model, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Key/value tensors (batch 1) of a prompt prefix shared by every row, e.g. the chat template,
+    system prompt and instruction: computed once per prediction run instead of once per row."""
+    if not prefix:
+        return []
+    device = next(model.parameters()).device
+    out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
 @torch.no_grad()
 def decode_label_sets(model, tokenizer, task: MultiLabelTask, prompts: list[list[int]],
-                      max_steps: int = 96) -> list[tuple[list[int], dict[int, float]]]:
-    """Greedy constrained decoding for a batch of tokenised prompts (left-padded here).
-    Returns per row (chosen item indices, {item index: score})."""
+                      max_steps: int = 96, prefix: list[int] | None = None,
+                      prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                      ) -> list[tuple[list[int], dict[int, float]]]:
+    """Greedy constrained decoding for a batch of tokenised prompts.
+    Returns per row (chosen item indices, {item index: score}).
+
+    With `prefix` (tokens every prompt starts with) and its `prefix_kv` from `encode_prefix`, rows
+    are laid out as [prefix][left padding][rest of prompt]: padding in the middle is masked out and
+    positions count real tokens only, so the result equals decoding the full prompts."""
+    from transformers import DynamicCache
+
     grammar = LabelSetGrammar(task, tokenizer)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else grammar.end
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for r, p in enumerate(prompts):
+    n_prefix = len(prefix) if prefix and prefix_kv else 0
+    if n_prefix and any(p[:n_prefix] != prefix for p in prompts):
+        raise ValueError("every prompt must start with the cached prefix")
+    rests = [p[n_prefix:] for p in prompts]
+    rows = len(prompts)
+    width = max(len(p) for p in rests)
+    ids = torch.full((rows, width), pad, dtype=torch.long)
+    mask = torch.zeros((rows, n_prefix + width), dtype=torch.long)
+    mask[:, :n_prefix] = 1
+    for r, p in enumerate(rests):
         ids[r, width - len(p):] = torch.tensor(p)
-        mask[r, width - len(p):] = 1
+        mask[r, n_prefix + width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1, :]
+    pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, n_prefix:]
+    cache = None
+    if n_prefix:
+        cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1).contiguous(),
+                                              v.expand(rows, -1, -1, -1).contiguous()) for k, v in prefix_kv])
+    next_logits = _GrammarLogits(model, grammar)
+    cache, logits = next_logits(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache)
     states = [_RowState() for _ in prompts]
     next_pos = pos[:, -1:] + 1
     for _ in range(max_steps):
-        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
         nxt = []
         for r, st in enumerate(states):
-            nxt.append(grammar.end if st.done else grammar.step(st, logprobs[r]))
+            nxt.append(grammar.end if st.done else grammar.step(st, logits[r]))
         if all(st.done for st in states):
             break
         step_ids = torch.tensor(nxt, device=device).unsqueeze(1)
         mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        cache, logits = next_logits(input_ids=step_ids, attention_mask=mask, position_ids=next_pos,
+                                    past_key_values=cache)
         next_pos = next_pos + 1
     for st in states:
         if not st.done:  # ran out of steps: keep what was finished, flag by a NaN score
