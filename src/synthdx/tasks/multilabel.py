@@ -49,7 +49,13 @@ class MultiLabelTask:
         answer = answer.strip()
         if not answer:
             return [], False
-        items = [s for s in re.split(r"[,;\n]| and ", answer) if s.strip()]
+        items = []
+        for piece in re.split(r"[,;\n]", answer):
+            # "and" joins items ("Cardiomegaly and Edema") unless it is part of a name ("lines and tubes")
+            whole = (piece.strip().lower().rstrip(".") == self.empty_answer.lower()
+                     or self.label_space.normalise(piece) is not None)
+            items += [piece] if whole else re.split(r"\s+and\s+", piece, flags=re.IGNORECASE)
+        items = [s for s in items if s.strip()]
         found, valid = set(), True
         for item in items:
             if item.strip().lower().rstrip(".") == self.empty_answer.lower():
