@@ -24,7 +24,8 @@ class DataConfig(_Strict):
 
 
 class TeacherConfig(_Strict):
-    kind: Literal["rules", "none"] = "rules"
+    kind: Literal["rules", "none"] = Field(
+        "rules", description="'rules' labels the real training pool; 'none' trains on synthetic reports only.")
     uncertain: Literal["positive", "negative", "ignore"] = "negative"
 
 

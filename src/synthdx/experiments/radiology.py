@@ -19,7 +19,7 @@ from ..config import ExperimentConfig
 from ..datasets import load_records
 from ..evaluate import evaluate_system, format_table, multi_hot, write_report
 from ..io import read_jsonl, write_json, write_jsonl
-from ..progress import StageTimer, console, make_progress
+from ..progress import StageTimer, console, log, make_progress, run_log
 from ..records import Record
 from ..splits import hash_split
 from ..tasks.multilabel import radiology_task
@@ -65,6 +65,11 @@ def run_llm_predictions(model_path: str, task, texts: list[str], batch_size: int
 
 def run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
+    with run_log(out / "run.log"):
+        return _run_radiology(cfg, out)
+
+
+def _run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     timer = StageTimer()
     task = radiology_task(cfg.train.max_text_tokens)
@@ -83,20 +88,26 @@ def run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
         write_json(data_dir / "split.json", {"rule": f"sha256('{cfg.data.split_salt}:'+id) < "
                                              f"{cfg.data.test_fraction} -> test", "pool": [r.id for r in pool],
                                              "test": [r.id for r in test]})
-        console.print(f"{len(records)} scored reports: {len(pool)} in the training pool, {len(test)} in the test part")
+        msg = f"{len(records)} scored reports: {len(pool)} in the training pool, {len(test)} in the test part"
+        console.print(msg)
+        log.info(msg)
 
-    with timer.stage("teacher labels the pool"):
-        from ..teachers.radiology_rules import RadiologyRuleLabeler
+    from ..teachers.radiology_rules import RadiologyRuleLabeler
 
-        teacher = RadiologyRuleLabeler(uncertain=cfg.teacher.uncertain).fit()
-        labelled_path = data_dir / "pool_teacher.jsonl"
-        if labelled_path.exists():
-            train_real = _read_records(labelled_path)
-        else:
-            # the pool's curated labels are never used for training: only the teacher's
-            unlabelled_pool = [Record(r.id, r.text, None, dict(r.meta)) for r in pool]
-            train_real = teacher.label(unlabelled_pool)
-            _records_jsonl(labelled_path, train_real)
+    teacher = RadiologyRuleLabeler(uncertain=cfg.teacher.uncertain).fit()
+    train_real: list[Record] = []
+    if cfg.teacher.kind == "rules":
+        with timer.stage("teacher labels the pool"):
+            labelled_path = data_dir / "pool_teacher.jsonl"
+            if labelled_path.exists():
+                train_real = _read_records(labelled_path)
+            else:
+                # the pool's curated labels are never used for training: only the teacher's
+                unlabelled_pool = [Record(r.id, r.text, None, dict(r.meta)) for r in pool]
+                train_real = teacher.label(unlabelled_pool)
+                _records_jsonl(labelled_path, train_real)
+    elif not cfg.synthetic.n:
+        raise ValueError("teacher.kind is 'none' and synthetic.n is 0: there is nothing to train on")
 
     train_records = list(train_real)
     if cfg.synthetic.n:
@@ -108,7 +119,7 @@ def run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
                 synthetic = _read_records(synth_path)
             else:
                 gen = RadiologyReportGenerator(seed=cfg.synthetic.seed)
-                if cfg.synthetic.fit_to_teacher_labels:
+                if cfg.synthetic.fit_to_teacher_labels and train_real:
                     gen.fit(train_real)
                 synthetic = gen.generate(cfg.synthetic.n)
                 _records_jsonl(synth_path, synthetic)
@@ -119,6 +130,7 @@ def run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
     systems: dict[str, dict] = {}
     ev = dict(names=names, n_resamples=cfg.eval.n_resamples, seed=cfg.eval.seed)
 
+    # the rule teacher is always scored: with teacher.kind 'none' it is still the baseline users would run
     with timer.stage("teacher labels the test part"):
         teacher_pred = teacher.predict(test_texts)
         systems["rule teacher"] = evaluate_system(y_true, multi_hot(teacher_pred, names), **ev)
@@ -130,7 +142,8 @@ def run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
 
             base = TfidfLogRegBaseline(task.label_space).fit(train_records)
             proba = base.predict_proba(test_texts)
-            systems["TF-IDF + LR (teacher labels)"] = evaluate_system(y_true, (proba >= 0.5).astype(int), **ev)
+            source = "teacher labels" + (" + synthetic" if cfg.synthetic.n else "") if train_real else "synthetic"
+            systems[f"TF-IDF + LR ({source})"] = evaluate_system(y_true, (proba >= 0.5).astype(int), **ev)
 
     model_dir = out / "model"
     with timer.stage("fine-tune the student"):
@@ -146,11 +159,15 @@ def run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
 
                 def report(step: int, total: int, loss: float) -> None:
                     bar.update(t, completed=step, total=total, info=f"loss {loss:.3f}")
+                    if step % 10 == 0 or step == total:
+                        log.info("training step %d/%d loss %.4f", step, total, loss)
 
                 train_stats = train(train_records, task, out, tcfg, progress=report)
             train_stats.pop("losses", None)
-        console.print(f"trained on {train_stats['examples']} examples, {train_stats['tokens']} tokens, "
-                      f"{train_stats['tokens_per_second']} tokens/s ({train_stats['dtype']})")
+        msg = (f"trained on {train_stats['examples']} examples, {train_stats['tokens']} tokens, "
+               f"{train_stats['tokens_per_second']} tokens/s ({train_stats['dtype']})")
+        console.print(msg)
+        log.info(msg)
 
     with timer.stage("student predicts the test part"):
         preds, info = run_llm_predictions(str(model_dir), task, test_texts, cfg.eval.batch_size, "student",
@@ -183,6 +200,8 @@ def run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
                                  f"generation on the first {cfg.eval.free_generation_sample} test reports."),
     }
     write_report(out, cfg.title, systems, names, extra)
+    for name, s in systems.items():
+        log.info("%s: micro-F1 %.4f macro-F1 %.4f (n=%d)", name, s["micro"]["f1"], s["macro"]["f1"], len(test))
     console.print(format_table(systems))
     console.print(f"report: {out / 'report.html'}")
     return {"systems": systems, "extra": extra}
