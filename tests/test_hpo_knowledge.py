@@ -117,6 +117,11 @@ def test_term_frequencies_pool_leave_out_and_sex(tiny):
     # a row citing several references goes when any of them is left out
     assert "HP:0001003" not in d2.term_frequencies(exclude_references=["PMID:5"])
     assert tiny.diseases_citing(["PMID:2"]) == ["OMIM:1"]
+    # pseudo counts shrink fractions (only fractions) towards the default
+    assert d1.term_frequencies(default=0.5, pseudo_count=2) == pytest.approx({"HP:0001001": 5 / 8,
+                                                                              "HP:0002000": 0.17})
+    assert d2.term_frequencies(default=0.5, pseudo_count=2) == pytest.approx({"HP:0002000": 0.5, "HP:0001002": 0.5,
+                                                                              "HP:0001003": 2 / 3})
 
 
 def test_information_content_from_annotation_counts(tiny):

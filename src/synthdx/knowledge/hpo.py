@@ -333,11 +333,13 @@ class Disease:
         return {r for a in self.phenotypes for r in a.references}
 
     def term_frequencies(self, default: float = DEFAULT_FREQUENCY, exclude_references: Iterable[str] = (),
-                         sex: str | None = None) -> dict[str, float]:
+                         sex: str | None = None, pseudo_count: float = 0.0) -> dict[str, float]:
         """{HPO id: probability} over this disease's phenotype annotations (as annotated, not
         propagated). Rows citing any of `exclude_references` are left out; with `sex`
         ("MALE"/"FEMALE"), rows restricted to the other sex are left out. Several rows for one term
-        are pooled (module docstring); a row without frequency counts as `default`."""
+        are pooled (module docstring); a row without frequency counts as `default`.
+        `pseudo_count` c > 0 shrinks observed fractions towards `default`: (n + c * default) / (m + c),
+        so 1/1 from a single case is not read as "always"."""
         excl = set(exclude_references)
         rows: dict[str, list[Annotation]] = defaultdict(list)
         for a in self.phenotypes:
@@ -346,14 +348,14 @@ class Disease:
             if sex and a.sex and a.sex != sex:
                 continue
             rows[a.hpo_id].append(a)
-        return {t: _pool(r, default) for t, r in rows.items()}
+        return {t: _pool(r, default, pseudo_count) for t, r in rows.items()}
 
     def onset_terms(self) -> list[str]:
         return sorted({a.hpo_id for a in self.onsets})
 
 
-def _pool(rows: list[Annotation], default: float) -> float:
-    if len(rows) == 1:
+def _pool(rows: list[Annotation], default: float, pseudo_count: float = 0.0) -> float:
+    if len(rows) == 1 and not pseudo_count:
         f = rows[0].frequency
         return default if f is None else f
     n = m = 0
@@ -365,7 +367,7 @@ def _pool(rows: list[Annotation], default: float) -> float:
             m += int(fr.group(2))
         else:
             others.append(default if a.frequency is None else a.frequency)
-    values = ([n / m] if m else []) + others
+    values = ([(n + pseudo_count * default) / (m + pseudo_count)] if m else []) + others
     return float(sum(values) / len(values))
 
 
