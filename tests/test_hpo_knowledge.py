@@ -78,7 +78,8 @@ def test_ontology_parse(tiny):
     assert ont.resolve("HP:1234567") is None
     assert ont.name("HP:0001099") == "A1"
     assert ont.terms["HP:0001001"].synonyms == ("A one",)     # EXACT synonyms only
-    assert ont.ancestors("HP:0001003") == {"HP:0001003", "HP:0001001", "HP:0001000", "HP:0000118", "HP:0000001"}
+    assert ont.ancestors("HP:0001003") == {"HP:0001003", "HP:0001001", "HP:0001000", "HP:0000118",
+                                           "HP:0000001"}
     assert ont.ancestors("HP:0001003", include_self=False) == {"HP:0001001", "HP:0001000", "HP:0000118",
                                                                "HP:0000001"}
     assert ont.descendants("HP:0001000") == {"HP:0001000", "HP:0001001", "HP:0001002", "HP:0001003"}
@@ -116,12 +117,16 @@ def test_term_frequencies_pool_leave_out_and_sex(tiny):
     assert "HP:0001003" in d2.term_frequencies(sex="MALE")
     # a row citing several references goes when any of them is left out
     assert "HP:0001003" not in d2.term_frequencies(exclude_references=["PMID:5"])
+    # ... unless only rows citing nothing else are left out
+    assert "HP:0001003" in d2.term_frequencies(exclude_references=["PMID:5"], exclude_mode="all")
+    assert "HP:0001003" not in d2.term_frequencies(exclude_references=["PMID:4", "PMID:5"],
+                                                   exclude_mode="all")
     assert tiny.diseases_citing(["PMID:2"]) == ["OMIM:1"]
     # pseudo counts shrink fractions (only fractions) towards the default
     assert d1.term_frequencies(default=0.5, pseudo_count=2) == pytest.approx({"HP:0001001": 5 / 8,
                                                                               "HP:0002000": 0.17})
-    assert d2.term_frequencies(default=0.5, pseudo_count=2) == pytest.approx({"HP:0002000": 0.5, "HP:0001002": 0.5,
-                                                                              "HP:0001003": 2 / 3})
+    assert d2.term_frequencies(default=0.5, pseudo_count=2) == pytest.approx(
+        {"HP:0002000": 0.5, "HP:0001002": 0.5, "HP:0001003": 2 / 3})
 
 
 def test_information_content_from_annotation_counts(tiny):
@@ -188,7 +193,7 @@ def test_real_annotations_carry_frequency_and_references(hpo):
     ic = hpo.ic
     i = hpo.ontology.index
     assert ic[i["HP:0000118"]] == pytest.approx(0.0, abs=1e-3)
-    assert ic[i["HP:0001083"]] > ic[i["HP:0000478"]] > 0               # ectopia lentis > abnormality of the eye
+    assert ic[i["HP:0001083"]] > ic[i["HP:0000478"]] > 0   # ectopia lentis > abnormality of the eye
     assert np.all(np.isfinite(ic))
 
 

@@ -100,7 +100,8 @@ def test_redundant_and_unknown_terms(tiny):
     base = by_id(r, Patient(id="p", observed=(A1a,)))
     # A1 is implied by A1a; HP:7777777 is not in this release; the alt id is the same term
     assert by_id(r, Patient(id="p", observed=(A1a, A1, "HP:7777777"))) == pytest.approx(base)
-    assert by_id(r, Patient(id="p", observed=("HP:0001099",))) == pytest.approx(by_id(r, Patient(id="p", observed=(A1,))))
+    alt = by_id(r, Patient(id="p", observed=("HP:0001099",)))
+    assert alt == pytest.approx(by_id(r, Patient(id="p", observed=(A1,))))
     kept = ranker(tiny, drop_redundant=False)
     assert by_id(kept, Patient(id="p", observed=(A1a, A1)))["OMIM:2"] > base["OMIM:2"]
 
@@ -121,6 +122,16 @@ def test_leaving_out_a_publication(tiny):
     # a reference nobody cites changes nothing; the cache does not leak between calls
     assert by_id(r, p, exclude_references=["PMID:999"]) == pytest.approx(full)
     assert by_id(r, p) == pytest.approx(full)
+
+
+def test_leave_out_any_or_sole(tiny):
+    # OMIM:2's A1a row cites PMID:4 and PMID:5
+    p = Patient(id="p", observed=(A1a,))
+    strict, sole = ranker(tiny), ranker(tiny, leave_out="sole")
+    kept = math.log(0.95 * 1.0 / 0.5 + 0.05)
+    assert by_id(strict, p, exclude_references=["PMID:4"])["OMIM:2"] == pytest.approx(math.log(0.05))
+    assert by_id(sole, p, exclude_references=["PMID:4"])["OMIM:2"] == pytest.approx(kept)
+    assert by_id(sole, p, exclude_references=["PMID:4", "PMID:5"])["OMIM:2"] == pytest.approx(math.log(0.05))
 
 
 def test_own_publication_left_out_in_batch(tiny):
@@ -167,7 +178,8 @@ def test_rank_output_and_gold_rank(tiny):
     assert r.gold_rank(s, ["OMIM:999"]) == math.inf
     # ties: candidate order (sorted ids)
     tie = Patient(id="t")
-    assert [d for d, _, _ in r.rank(tie)] == ["OMIM:1", "OMIM:2"] and r.gold_rank(r.score(tie), ["OMIM:2"]) == 2
+    assert [d for d, _, _ in r.rank(tie)] == ["OMIM:1", "OMIM:2"]
+    assert r.gold_rank(r.score(tie), ["OMIM:2"]) == 2
 
 
 def test_candidate_panel_keeps_the_background(tiny):
@@ -181,7 +193,8 @@ def test_candidate_panel_keeps_the_background(tiny):
 
 
 def test_bad_parameters(tiny):
-    for bad in (dict(noise=0.0), dict(false_negative=1.0), dict(default_frequency=0.0), dict(propagation="sum")):
+    for bad in (dict(noise=0.0), dict(false_negative=1.0), dict(default_frequency=0.0),
+                dict(propagation="sum"), dict(leave_out="some")):
         with pytest.raises(ValueError):
             PhenotypeRanker(tiny, **bad).fit()
 

@@ -34,7 +34,8 @@ def test_metrics_by_hand():
     assert m["top3"] == pytest.approx(2 / 5)
     assert m["top10"] == pytest.approx(3 / 5)
     assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 5 + 0 + 1 / 12) / 5)
-    assert ranking_metrics([1, 4], ks=(2, 4)) == pytest.approx({"n": 2, "top2": 0.5, "top4": 1.0, "mrr": 0.625})
+    assert ranking_metrics([1, 4], ks=(2, 4)) == pytest.approx(
+        {"n": 2, "top2": 0.5, "top4": 1.0, "mrr": 0.625})
 
 
 def test_all_and_covered_by_hand():

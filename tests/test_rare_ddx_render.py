@@ -28,8 +28,8 @@ MARFAN = Patient(id="PMID_9_FBN1_case", sex="FEMALE", age="P34Y",
 
 def test_canonical_summary(hpo):
     text = render_summary(MARFAN, hpo, seed=None)
-    assert text == ("A 34-year-old woman presents with ectopia lentis, aortic root aneurysm and arachnodactyly. "
-                    "Onset in early childhood. No myopia or scoliosis was found.")
+    assert text == ("A 34-year-old woman presents with ectopia lentis, aortic root aneurysm and "
+                    "arachnodactyly. Onset in early childhood. No myopia or scoliosis was found.")
 
 
 def test_deterministic_for_a_seed_and_varied_across_seeds(hpo):
@@ -50,8 +50,9 @@ def test_never_shows_id_or_publications(hpo):
 
 
 @pytest.mark.parametrize("age,sex,expected", [
-    ("P34Y", "FEMALE", "34-year-old woman"), ("P6Y", "MALE", "6-year-old boy"), ("P18M", None, "18-month-old child"),
-    ("P6M", None, "6-month-old infant"), ("P6M", "FEMALE", "6-month-old girl"), ("P10D", "MALE", "10-day-old boy"),
+    ("P34Y", "FEMALE", "34-year-old woman"), ("P6Y", "MALE", "6-year-old boy"),
+    ("P18M", None, "18-month-old child"), ("P6M", None, "6-month-old infant"),
+    ("P6M", "FEMALE", "6-month-old girl"), ("P10D", "MALE", "10-day-old boy"),
     ("P0D", None, "newborn infant"), ("P70Y", None, "70-year-old adult"), (None, "MALE", "male patient"),
     (None, None, "patient"),
 ])

@@ -88,7 +88,8 @@ name: part of
 """
 
 HPOA_ROWS = [
-    # database_id, disease_name, qualifier, hpo_id, reference, evidence, onset, frequency, sex, modifier, aspect
+    # database_id, disease_name, qualifier, hpo_id, reference, evidence, onset, frequency, sex,
+    # modifier, aspect
     ("OMIM:1", "Disease one", "", "HP:0001001", "PMID:1", "PCS", "", "1/2", "", "", "P"),
     ("OMIM:1", "Disease one", "", "HP:0001099", "PMID:2", "PCS", "", "3/4", "", "", "P"),
     ("OMIM:1", "Disease one", "", "HP:0002000", "OMIM:1", "TAS", "", "HP:0040283", "", "", "P"),

@@ -313,8 +313,12 @@ class Annotation:
     negated: bool = False  # qualifier NOT: the disease does not have the feature
     modifiers: tuple[str, ...] = ()
 
-    def cites(self, references: Iterable[str] | set[str]) -> bool:
+    def cites(self, references: Iterable[str] | set[str], mode: str = "any") -> bool:
+        """Whether this row cites `references`: any of them (`mode="any"`), or only them (`"all"`:
+        every reference of the row is among them)."""
         refs = references if isinstance(references, (set, frozenset)) else set(references)
+        if mode == "all":
+            return bool(self.references) and all(r in refs for r in self.references)
         return any(r in refs for r in self.references)
 
 
@@ -333,9 +337,11 @@ class Disease:
         return {r for a in self.phenotypes for r in a.references}
 
     def term_frequencies(self, default: float = DEFAULT_FREQUENCY, exclude_references: Iterable[str] = (),
-                         sex: str | None = None, pseudo_count: float = 0.0) -> dict[str, float]:
+                         sex: str | None = None, pseudo_count: float = 0.0, exclude_mode: str = "any"
+                         ) -> dict[str, float]:
         """{HPO id: probability} over this disease's phenotype annotations (as annotated, not
-        propagated). Rows citing any of `exclude_references` are left out; with `sex`
+        propagated). Rows citing any of `exclude_references` are left out (with
+        `exclude_mode="all"`: only rows that cite nothing else); with `sex`
         ("MALE"/"FEMALE"), rows restricted to the other sex are left out. Several rows for one term
         are pooled (module docstring); a row without frequency counts as `default`.
         `pseudo_count` c > 0 shrinks observed fractions towards `default`: (n + c * default) / (m + c),
@@ -343,7 +349,7 @@ class Disease:
         excl = set(exclude_references)
         rows: dict[str, list[Annotation]] = defaultdict(list)
         for a in self.phenotypes:
-            if excl and a.cites(excl):
+            if excl and a.cites(excl, exclude_mode):
                 continue
             if sex and a.sex and a.sex != sex:
                 continue
@@ -395,7 +401,8 @@ def read_hpoa(path: str | Path, ontology: HPOntology, databases: Sequence[str] =
             if not header_seen and cols[0] == "database_id":
                 header_seen = True
                 if tuple(cols[:len(_HPOA_COLUMNS)]) != _HPOA_COLUMNS:
-                    raise DataError(f"unexpected columns {cols}; expected {list(_HPOA_COLUMNS)}", path, lineno)
+                    raise DataError(f"unexpected columns {cols}; expected {list(_HPOA_COLUMNS)}",
+                                    path, lineno)
                 continue
             if not cols[0].startswith(dbs):
                 continue
@@ -551,8 +558,8 @@ def onset_class_of_age(iso_duration: str) -> str | None:
     return "HP:0003584"       # Late onset
 
 
-_DURATION = re.compile(r"^P(?:(\d+(?:\.\d+)?)Y)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
-                       r"(?:T.*)?$")
+_NUM = r"(\d+(?:\.\d+)?)"
+_DURATION = re.compile(rf"^P(?:{_NUM}Y)?(?:{_NUM}M)?(?:{_NUM}W)?(?:{_NUM}D)?(?:T.*)?$")
 
 
 def iso_duration_days(text: str | None) -> float | None:

@@ -158,7 +158,8 @@ def _clean(patient: Patient, ont: HPOntology, drop_redundant: bool) -> tuple[lis
     for t in known_obs:
         obs_anc |= ont.ancestors(t, include_self=False)
     obs = [t for t in obs if t not in obs_anc]
-    exc = [t for t in exc if t not in obs_anc and t not in set(obs)]
+    obs_set = set(obs)
+    exc = [t for t in exc if t not in obs_anc and t not in obs_set]
     exc_set = set(exc)
     exc = [t for t in exc if t not in ont.terms or not (ont.ancestors(t, include_self=False) & exc_set)]
     return obs, exc
