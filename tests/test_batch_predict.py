@@ -177,6 +177,19 @@ def test_resume_keeps_written_rows_and_predicts_only_the_rest(tmp_path, reports,
     assert _leftovers(out) == ["pred.jsonl"]
 
 
+def test_resume_after_a_half_written_last_line(tmp_path, reports, tiny_model_dir):
+    """A run killed mid-write leaves a torn last line: it is dropped and that row predicted again."""
+    out = tmp_path / "pred.jsonl"
+    partial = tmp_path / "pred.jsonl.partial"
+    first = json.dumps({"id": "a1", "labels": ["Cardiomegaly"], "scores": {}}) + "\n"
+    partial.write_text(first + '{"id": "a2", "labels": ["Pneu', encoding="utf-8")
+    assert predict_file(str(tiny_model_dir), reports, out, task="radiology", batch_size=2) == len(REPORTS)
+    rows = _read(out)
+    assert [r["id"] for r in rows] == [i for i, _ in REPORTS]
+    assert rows[0] == json.loads(first)  # kept as written
+    assert set(rows[1]) >= {"id", "labels", "scores"} and len(rows[1]["scores"]) == 14
+
+
 # ---- long input -----------------------------------------------------------------------------------
 
 def test_a_50000_word_report_is_cut_not_crashed(tmp_path, tiny_model_dir, capsys):

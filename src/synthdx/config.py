@@ -46,7 +46,7 @@ class TrainSection(_Strict):
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(16, ge=1)
-    learning_rate: float = Field(5e-4, gt=0)
+    learning_rate: float | None = Field(None, gt=0, description="None: 5e-4 for LoRA, 5e-5 for full.")
     warmup_steps: int = Field(10, ge=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     seed: int = 0

@@ -60,6 +60,20 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
                 if not isinstance(row, dict):
                     raise DataError("each line must be a JSON object", path, lineno)
                 yield lineno, row
+    except UnicodeDecodeError:
+        raise not_utf8_error(path) from None
+
+
+def not_utf8_error(path: Path):
+    """A DataError naming the line and byte of the first invalid UTF-8 sequence in `path`."""
+    from .errors import DataError
+
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        return DataError("not UTF-8 text", path)
     except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 text (byte {e.start} of a line: {e.reason}); "
-                        "convert it with e.g. `iconv -f latin1 -t utf-8`", path) from None
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        return DataError(f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
+                         "convert it with e.g. `iconv -f latin1 -t utf-8`", path, line)

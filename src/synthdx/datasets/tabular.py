@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import DataError
-from ..io import read_jsonl
+from ..io import not_utf8_error, read_jsonl
 from ..records import Record
 
 csv.field_size_limit(sys.maxsize)
@@ -51,17 +51,21 @@ def iter_rows(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int, d
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
         try:
             with open(path, encoding="utf-8", newline="") as f:
-                reader = csv.DictReader(f, delimiter=delimiter)
-                start = 2  # line 1 is the header
-                for row in reader:
-                    if None in row:
-                        raise DataError(f"more fields than the header has ({len(reader.fieldnames)})",
-                                        path, start)
-                    yield start, row
+                # csv.reader, not DictReader: DictReader skips blank lines silently, which would
+                # shift every later row's line number; line_num is where the row's last line ends
+                reader = csv.reader(f, delimiter=delimiter)
+                header = next(reader, None)
+                if header is None:
+                    return
+                start = reader.line_num + 1
+                for fields in reader:
+                    if fields:
+                        if len(fields) > len(header):
+                            raise DataError(f"more fields than the header has ({len(header)})", path, start)
+                        yield start, dict(zip(header, fields + [None] * (len(header) - len(fields))))
                     start = reader.line_num + 1
-        except UnicodeDecodeError as e:
-            raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start} of a chunk); "
-                            "convert it with e.g. `iconv -f latin1 -t utf-8`", path) from None
+        except UnicodeDecodeError:
+            raise not_utf8_error(path) from None
         except csv.Error as e:
             raise DataError(f"malformed CSV ({e})", path, getattr(reader, "line_num", None)) from None
     elif fmt == "parquet":

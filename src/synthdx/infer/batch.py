@@ -22,6 +22,14 @@ from ..train.sft import load_trained_task
 from .predict import predict_label_sets
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """A run killed mid-write can leave a half-written last line: cut it (it is predicted again)."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def predict_file(model: str, input_path: Path, output: Path, task: str | None = None, batch_size: int = 32,
                  id_column: str = "id", text_column: str = "text") -> int:
     from ..models.loading import default_device, load_causal_lm, load_tokenizer, pick_dtype, resolve_model_path
@@ -40,6 +48,7 @@ def predict_file(model: str, input_path: Path, output: Path, task: str | None = 
     partial = output.with_name(output.name + ".partial")
     done: set[str] = set()
     if partial.exists():
+        _drop_torn_tail(partial)
         done = {str(row["id"]) for _, row in read_jsonl(partial)}
         console.print(f"resuming: {len(done)} rows already in {partial}")
     todo = [r for r in records if r.id not in done]

@@ -48,7 +48,8 @@ class TrainConfig:
     max_steps: int | None = None
     """Stop after this many optimiser steps (overrides epochs)."""
     batch_size: int = 16
-    learning_rate: float = 5e-4
+    learning_rate: float | None = None
+    """Peak learning rate; None: 5e-4 for LoRA, 5e-5 for full fine-tuning."""
     warmup_steps: int = 10
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -64,10 +65,10 @@ class TrainConfig:
             raise ValueError(f"method must be 'lora' or 'full', not {self.method!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
+        if self.learning_rate is None:
+            self.learning_rate = 5e-4 if self.method == "lora" else 5e-5
         if self.batch_size < 1 or self.learning_rate <= 0 or self.epochs <= 0:
             raise ValueError("batch_size, learning_rate and epochs must be positive")
-        if self.learning_rate == 5e-4 and self.method == "full":
-            self.learning_rate = 5e-5  # a sensible default for full fine-tuning
 
 
 def set_seed(seed: int) -> None:
@@ -226,12 +227,13 @@ def train(records: Sequence[Record], task: MultiLabelTask, out_dir: str | Path, 
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        stats["losses"].append(round(loss.item(), 5))
+        loss_value = loss.item()
+        stats["losses"].append(round(loss_value, 5))
         stats["tokens"] += int(batch["attention_mask"].sum())
         stats["answer_tokens"] += n_answer
         stats["seconds"] = time.time() - t0
         if progress:
-            progress(step + 1, total, float(loss))
+            progress(step + 1, total, loss_value)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
             _save_checkpoint(ckpt_root, step + 1, model, optimizer, cfg, stats)
 
