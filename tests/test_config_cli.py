@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -26,15 +25,6 @@ train:
   batch_size: 8
   lora_layers: 4
 """
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tiny model gains nothing from threads, and on a shared 2-core machine they spin-wait.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture()

@@ -21,17 +21,6 @@ from synthdx.knowledge.hpo import (
 from tiny_hpo import write_tiny_hpo
 
 
-@pytest.fixture(scope="session")
-def hpo():
-    return load_hpo()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = write_tiny_hpo(tmp_path_factory.mktemp("tiny-hpo"))
-    return HPOKnowledge.from_files(folder / "hp.obo", folder / "phenotype.hpoa")
-
-
 # ---------------------------------------------------------------- frequencies
 
 @pytest.mark.parametrize("text,expected", [
@@ -69,8 +58,8 @@ def test_durations_and_onset_classes():
 
 # ---------------------------------------------------------------- the hand-sized release
 
-def test_ontology_parse(tiny):
-    ont = tiny.ontology
+def test_ontology_parse(tiny_hpo_knowledge):
+    ont = tiny_hpo_knowledge.ontology
     assert ont.version == "hp/releases/2099-01-01"
     assert len(ont) == 10  # the obsolete term is dropped
     assert ont.resolve("HP:0001099") == "HP:0001001"          # alt id
@@ -89,21 +78,21 @@ def test_ontology_parse(tiny):
     assert {ont.ids[j] for j in A[i].indices} == ont.ancestors("HP:0001003")
 
 
-def test_diseases_and_annotations(tiny):
-    assert tiny.disease_ids == ["OMIM:1", "OMIM:2"]          # OMIM:3 has no phenotype; ORPHA not loaded
-    assert set(tiny.diseases) == {"OMIM:1", "OMIM:2", "OMIM:3"}
-    d1, d2 = tiny.disease("OMIM:1"), tiny.disease("OMIM:2")
+def test_diseases_and_annotations(tiny_hpo_knowledge):
+    assert tiny_hpo_knowledge.disease_ids == ["OMIM:1", "OMIM:2"]          # OMIM:3 has no phenotype; ORPHA not loaded
+    assert set(tiny_hpo_knowledge.diseases) == {"OMIM:1", "OMIM:2", "OMIM:3"}
+    d1, d2 = tiny_hpo_knowledge.disease("OMIM:1"), tiny_hpo_knowledge.disease("OMIM:2")
     assert [a.hpo_id for a in d1.phenotypes] == ["HP:0001001", "HP:0001001", "HP:0002000"]  # alt id resolved
     assert d1.onset_terms() == ["HP:0003577"]
     assert d1.phenotypes[0].references == ("PMID:1",)
     assert d2.phenotypes[2].references == ("PMID:4", "PMID:5") and d2.phenotypes[2].sex == "MALE"
     assert d2.phenotypes[0].hpo_id == "HP:0002000" and d2.phenotypes[0].frequency is None
-    assert [a.hpo_id for a in tiny.disease("OMIM:3").inheritance] == ["HP:0003581"]
+    assert [a.hpo_id for a in tiny_hpo_knowledge.disease("OMIM:3").inheritance] == ["HP:0003581"]
     assert d1.references == {"PMID:1", "PMID:2", "OMIM:1"}
 
 
-def test_term_frequencies_pool_leave_out_and_sex(tiny):
-    d1, d2 = tiny.disease("OMIM:1"), tiny.disease("OMIM:2")
+def test_term_frequencies_pool_leave_out_and_sex(tiny_hpo_knowledge):
+    d1, d2 = tiny_hpo_knowledge.disease("OMIM:1"), tiny_hpo_knowledge.disease("OMIM:2")
     # 1/2 and 3/4 pooled as counts: 4/6
     assert d1.term_frequencies() == pytest.approx({"HP:0001001": 4 / 6, "HP:0002000": 0.17})
     # the PMID:2 row left out: 1/2 remains
@@ -121,7 +110,7 @@ def test_term_frequencies_pool_leave_out_and_sex(tiny):
     assert "HP:0001003" in d2.term_frequencies(exclude_references=["PMID:5"], exclude_mode="all")
     assert "HP:0001003" not in d2.term_frequencies(exclude_references=["PMID:4", "PMID:5"],
                                                    exclude_mode="all")
-    assert tiny.diseases_citing(["PMID:2"]) == ["OMIM:1"]
+    assert tiny_hpo_knowledge.diseases_citing(["PMID:2"]) == ["OMIM:1"]
     # pseudo counts shrink fractions (only fractions) towards the default
     assert d1.term_frequencies(default=0.5, pseudo_count=2) == pytest.approx({"HP:0001001": 5 / 8,
                                                                               "HP:0002000": 0.17})
@@ -129,26 +118,26 @@ def test_term_frequencies_pool_leave_out_and_sex(tiny):
         {"HP:0002000": 0.5, "HP:0001002": 0.5, "HP:0001003": 2 / 3})
 
 
-def test_information_content_from_annotation_counts(tiny):
-    ont = tiny.ontology
-    counts = dict(zip(ont.ids, tiny.annotation_counts))
+def test_information_content_from_annotation_counts(tiny_hpo_knowledge):
+    ont = tiny_hpo_knowledge.ontology
+    counts = dict(zip(ont.ids, tiny_hpo_knowledge.annotation_counts))
     # OMIM:1 has A1 and B; OMIM:2 has B, A2, A1a (propagated up)
     assert counts["HP:0001003"] == 1 and counts["HP:0001001"] == 2 and counts["HP:0001002"] == 1
     assert counts["HP:0000118"] == 2 and counts["HP:0003577"] == 0
-    assert tiny.information_content("HP:0001002") == pytest.approx(math.log(2))
-    assert tiny.information_content("HP:0001000") == pytest.approx(0.0)
-    assert tiny.information_content("HP:0003577") == pytest.approx(math.log(2))  # unannotated: as if once
+    assert tiny_hpo_knowledge.information_content("HP:0001002") == pytest.approx(math.log(2))
+    assert tiny_hpo_knowledge.information_content("HP:0001000") == pytest.approx(0.0)
+    assert tiny_hpo_knowledge.information_content("HP:0003577") == pytest.approx(math.log(2))  # unannotated: as if once
 
 
-def test_candidates(tiny):
-    assert tiny.candidates() == ["OMIM:1", "OMIM:2"]
-    assert tiny.candidates(ids=["OMIM:2"]) == ["OMIM:2"]
-    assert tiny.candidates(branch="HP:0001002") == ["OMIM:2"]
-    assert tiny.candidates(branch="HP:0001000") == ["OMIM:1", "OMIM:2"]
+def test_candidates(tiny_hpo_knowledge):
+    assert tiny_hpo_knowledge.candidates() == ["OMIM:1", "OMIM:2"]
+    assert tiny_hpo_knowledge.candidates(ids=["OMIM:2"]) == ["OMIM:2"]
+    assert tiny_hpo_knowledge.candidates(branch="HP:0001002") == ["OMIM:2"]
+    assert tiny_hpo_knowledge.candidates(branch="HP:0001000") == ["OMIM:1", "OMIM:2"]
     with pytest.raises(KeyError):
-        tiny.candidates(ids=["OMIM:3"])  # no phenotype annotation
+        tiny_hpo_knowledge.candidates(ids=["OMIM:3"])  # no phenotype annotation
     with pytest.raises(KeyError):
-        tiny.candidates(branch="HP:7654321")
+        tiny_hpo_knowledge.candidates(branch="HP:7654321")
 
 
 def test_other_databases_on_request(tmp_path):

@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 from synthdx.baselines.phenotype_ranker import PhenotypeRanker
-from synthdx.knowledge.hpo import HPOKnowledge, load_hpo
 from synthdx.patients import Patient
-from tiny_hpo import write_tiny_hpo
 
-# the tiny release (tests/tiny_hpo.py), by hand, with default frequency 0.5:
+# the tiny_hpo_knowledge release (tests/tiny_hpo.py), by hand, with default frequency 0.5:
 #   OMIM:1  A1 = 4/6 (pooled 1/2 + 3/4), B = 0.17            onset: congenital
 #   OMIM:2  B = 0.5 (default), A2 = 0.5, A1a = 1.0 (MALE only)
 #   propagated U(t|D):  OMIM:1: A1 2/3, A 2/3;  OMIM:2: A1a 1, A1 1, A 1, A2 0.5
@@ -25,35 +23,29 @@ PARAMS = dict(default_frequency=0.5, noise=0.05, partial_weight=0.1, min_partial
               use_onset=False, use_sex=False, drop_redundant=True, pseudo_count=0.0)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = write_tiny_hpo(tmp_path_factory.mktemp("tiny-hpo"))
-    return HPOKnowledge.from_files(folder / "hp.obo", folder / "phenotype.hpoa")
-
-
-def ranker(tiny, **kw):
-    return PhenotypeRanker(tiny, **{**PARAMS, **kw}).fit()
+def ranker(tiny_hpo_knowledge, **kw):
+    return PhenotypeRanker(tiny_hpo_knowledge, **{**PARAMS, **kw}).fit()
 
 
 def by_id(r, patient, **kw):
     return dict(zip(r.candidates_, r.score(patient, **kw)))
 
 
-def test_fit_returns_self_with_learned_attributes(tiny):
-    r = PhenotypeRanker(tiny, **PARAMS)
+def test_fit_returns_self_with_learned_attributes(tiny_hpo_knowledge):
+    r = PhenotypeRanker(tiny_hpo_knowledge, **PARAMS)
     with pytest.raises(RuntimeError):
         r.rank(Patient(id="x", observed=(A1,)))
     assert r.fit() is r
     assert r.candidates_ == ["OMIM:1", "OMIM:2"]
     assert r.candidate_names_ == ["Disease one", "Disease two"]
-    bg = dict(zip(tiny.ontology.ids, r.background_))
+    bg = dict(zip(tiny_hpo_knowledge.ontology.ids, r.background_))
     assert bg[A1a] == pytest.approx(0.5) and bg[A1] == pytest.approx(5 / 6)
     assert bg[A2] == pytest.approx(0.25) and bg[B] == pytest.approx((0.17 + 0.5) / 2)
     assert r.get_params()["noise"] == 0.05
 
 
-def test_observed_terms_by_hand(tiny):
-    r = ranker(tiny)
+def test_observed_terms_by_hand(tiny_hpo_knowledge):
+    r = ranker(tiny_hpo_knowledge)
     # exact: OMIM:2 has A2 (0.5 / bg 0.25); OMIM:1 has nothing of it -> noise only
     s = by_id(r, Patient(id="p", observed=(A2,)))
     assert s["OMIM:2"] == pytest.approx(math.log(0.95 * 2 + 0.05))
@@ -67,8 +59,8 @@ def test_observed_terms_by_hand(tiny):
     assert s2["OMIM:1"] == pytest.approx(math.log(0.05) + math.log(0.95 * 0.17 / 0.335 + 0.05))
 
 
-def test_pseudo_counts_shrink_small_fractions(tiny):
-    r = ranker(tiny, pseudo_count=2.0)
+def test_pseudo_counts_shrink_small_fractions(tiny_hpo_knowledge):
+    r = ranker(tiny_hpo_knowledge, pseudo_count=2.0)
     # OMIM:2's A1a 1/1 -> (1 + 2 * 0.5) / (1 + 2) = 2/3; OMIM:1's A1 4/6 -> 5/8; bg(A1a) = (0 + 2/3) / 2
     s = by_id(r, Patient(id="p", observed=(A1a,)))
     assert s["OMIM:2"] == pytest.approx(math.log(0.95 * (2 / 3) / (1 / 3) + 0.05))
@@ -76,16 +68,16 @@ def test_pseudo_counts_shrink_small_fractions(tiny):
     assert s["OMIM:1"] == pytest.approx(math.log(0.95 * (5 / 8) / bg_a1 + 0.05))
 
 
-def test_partial_credit_through_a_common_ancestor(tiny):
-    r = ranker(tiny, min_partial_ic=0.0)   # "Abnormality of A" counts as informative here
+def test_partial_credit_through_a_common_ancestor(tiny_hpo_knowledge):
+    r = ranker(tiny_hpo_knowledge, min_partial_ic=0.0)   # "Abnormality of A" counts as informative here
     s = by_id(r, Patient(id="p", observed=(A2,)))
     # OMIM:1 has A1 under the common ancestor A: w * U(A|D) / bg(A) = 0.1 * (2/3) / (5/6)
     assert s["OMIM:1"] == pytest.approx(math.log(0.95 * 0.1 * 0.8 + 0.05))
     assert s["OMIM:2"] == pytest.approx(math.log(0.95 * 2 + 0.05))
 
 
-def test_excluded_terms_by_hand(tiny):
-    r = ranker(tiny)
+def test_excluded_terms_by_hand(tiny_hpo_knowledge):
+    r = ranker(tiny_hpo_knowledge)
     s = by_id(r, Patient(id="p", excluded=(A1,)))
     den = math.log(1 - 0.9 * 5 / 6)
     assert s["OMIM:1"] == pytest.approx(math.log(1 - 0.9 * 4 / 6) - den)
@@ -95,19 +87,19 @@ def test_excluded_terms_by_hand(tiny):
     assert s == pytest.approx(by_id(r, Patient(id="p", observed=(A1a,))))
 
 
-def test_redundant_and_unknown_terms(tiny):
-    r = ranker(tiny)
+def test_redundant_and_unknown_terms(tiny_hpo_knowledge):
+    r = ranker(tiny_hpo_knowledge)
     base = by_id(r, Patient(id="p", observed=(A1a,)))
     # A1 is implied by A1a; HP:7777777 is not in this release; the alt id is the same term
     assert by_id(r, Patient(id="p", observed=(A1a, A1, "HP:7777777"))) == pytest.approx(base)
     alt = by_id(r, Patient(id="p", observed=("HP:0001099",)))
     assert alt == pytest.approx(by_id(r, Patient(id="p", observed=(A1,))))
-    kept = ranker(tiny, drop_redundant=False)
+    kept = ranker(tiny_hpo_knowledge, drop_redundant=False)
     assert by_id(kept, Patient(id="p", observed=(A1a, A1)))["OMIM:2"] > base["OMIM:2"]
 
 
-def test_leaving_out_a_publication(tiny):
-    r = ranker(tiny)
+def test_leaving_out_a_publication(tiny_hpo_knowledge):
+    r = ranker(tiny_hpo_knowledge)
     p = Patient(id="p", observed=(A1,))
     full = by_id(r, p)
     assert full["OMIM:1"] == pytest.approx(math.log(0.95 * (4 / 6) / (5 / 6) + 0.05))
@@ -124,18 +116,18 @@ def test_leaving_out_a_publication(tiny):
     assert by_id(r, p) == pytest.approx(full)
 
 
-def test_leave_out_any_or_sole(tiny):
+def test_leave_out_any_or_sole(tiny_hpo_knowledge):
     # OMIM:2's A1a row cites PMID:4 and PMID:5
     p = Patient(id="p", observed=(A1a,))
-    strict, sole = ranker(tiny), ranker(tiny, leave_out="sole")
+    strict, sole = ranker(tiny_hpo_knowledge), ranker(tiny_hpo_knowledge, leave_out="sole")
     kept = math.log(0.95 * 1.0 / 0.5 + 0.05)
     assert by_id(strict, p, exclude_references=["PMID:4"])["OMIM:2"] == pytest.approx(math.log(0.05))
     assert by_id(sole, p, exclude_references=["PMID:4"])["OMIM:2"] == pytest.approx(kept)
     assert by_id(sole, p, exclude_references=["PMID:4", "PMID:5"])["OMIM:2"] == pytest.approx(math.log(0.05))
 
 
-def test_own_publication_left_out_in_batch(tiny):
-    r = ranker(tiny)
+def test_own_publication_left_out_in_batch(tiny_hpo_knowledge):
+    r = ranker(tiny_hpo_knowledge)
     p = Patient(id="p", observed=(A1, B), pmids=("PMID:2",))
     (s_batch,) = list(r.scores_many([p], leave_out_own_publication=True))
     np.testing.assert_allclose(s_batch, r.score(p, exclude_references=["PMID:2"]))
@@ -143,8 +135,8 @@ def test_own_publication_left_out_in_batch(tiny):
     assert top == r.rank(p, k=1)
 
 
-def test_sex_restricted_annotations(tiny):
-    on = ranker(tiny, use_sex=True)
+def test_sex_restricted_annotations(tiny_hpo_knowledge):
+    on = ranker(tiny_hpo_knowledge, use_sex=True)
     male = by_id(on, Patient(id="m", sex="MALE", observed=(A1a,)))
     female = by_id(on, Patient(id="f", sex="FEMALE", observed=(A1a,)))
     assert male["OMIM:2"] == pytest.approx(math.log(0.95 * 2 + 0.05))
@@ -154,8 +146,8 @@ def test_sex_restricted_annotations(tiny):
     assert on.rank(Patient(id="m", sex="MALE", observed=(A1a,)), k=1)[0][0] == "OMIM:2"
 
 
-def test_onset(tiny):
-    r = ranker(tiny, use_onset=True, onset_mismatch=0.25)
+def test_onset(tiny_hpo_knowledge):
+    r = ranker(tiny_hpo_knowledge, use_onset=True, onset_mismatch=0.25)
     # OMIM:1 is the only onset-annotated disease (congenital): q(congenital) = 1.5/2, q(adult) = 0.5/2
     congenital = by_id(r, Patient(id="p", onset=CONGENITAL))
     adult = by_id(r, Patient(id="p", onset=ADULT))
@@ -166,8 +158,8 @@ def test_onset(tiny):
     assert by_id(r, Patient(id="p", onset=ADULT), exclude_references=["PMID:1"])["OMIM:1"] == 0.0
 
 
-def test_rank_output_and_gold_rank(tiny):
-    r = ranker(tiny)
+def test_rank_output_and_gold_rank(tiny_hpo_knowledge):
+    r = ranker(tiny_hpo_knowledge)
     p = Patient(id="p", observed=(A2,))
     out = r.rank(p, k=5)
     assert [d for d, _, _ in out] == ["OMIM:2", "OMIM:1"]
@@ -182,28 +174,28 @@ def test_rank_output_and_gold_rank(tiny):
     assert r.gold_rank(r.score(tie), ["OMIM:2"]) == 2
 
 
-def test_candidate_panel_keeps_the_background(tiny):
-    full = ranker(tiny)
-    panel = ranker(tiny, candidate_ids=["OMIM:2"])
+def test_candidate_panel_keeps_the_background(tiny_hpo_knowledge):
+    full = ranker(tiny_hpo_knowledge)
+    panel = ranker(tiny_hpo_knowledge, candidate_ids=["OMIM:2"])
     assert panel.candidates_ == ["OMIM:2"]
     np.testing.assert_allclose(panel.background_, full.background_)
     p = Patient(id="p", observed=(A2, B), excluded=(A1,))
     assert panel.score(p)[0] == pytest.approx(by_id(full, p)["OMIM:2"])
-    assert ranker(tiny, branch=A2).candidates_ == ["OMIM:2"]
+    assert ranker(tiny_hpo_knowledge, branch=A2).candidates_ == ["OMIM:2"]
 
 
-def test_bad_parameters(tiny):
+def test_bad_parameters(tiny_hpo_knowledge):
     for bad in (dict(noise=0.0), dict(false_negative=1.0), dict(default_frequency=0.0),
                 dict(propagation="sum"), dict(leave_out="some")):
         with pytest.raises(ValueError):
-            PhenotypeRanker(tiny, **bad).fit()
+            PhenotypeRanker(tiny_hpo_knowledge, **bad).fit()
 
 
 # ---------------------------------------------------------------- the real HPO
 
 @pytest.fixture(scope="module")
-def real():
-    return PhenotypeRanker(load_hpo()).fit()
+def real(hpo):
+    return PhenotypeRanker(hpo).fit()
 
 
 def test_textbook_marfan_ranks_first(real):

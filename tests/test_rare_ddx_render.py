@@ -4,21 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from synthdx.knowledge.hpo import HPOKnowledge, load_hpo
 from synthdx.patients import Case, Patient
 from synthdx.tasks.rare_ddx_render import age_phrase, case_to_record, join_terms, render_summary, term_phrase
-from tiny_hpo import write_tiny_hpo
-
-
-@pytest.fixture(scope="session")
-def hpo():
-    return load_hpo()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = write_tiny_hpo(tmp_path_factory.mktemp("tiny-hpo"))
-    return HPOKnowledge.from_files(folder / "hp.obo", folder / "phenotype.hpoa")
 
 
 MARFAN = Patient(id="PMID_9_FBN1_case", sex="FEMALE", age="P34Y",
@@ -87,21 +74,21 @@ def test_redundant_terms_dropped(hpo):
     assert "abnormality of the eye" in full
 
 
-def test_unknown_terms_use_the_source_label_or_are_left_out(tiny):
+def test_unknown_terms_use_the_source_label_or_are_left_out(tiny_hpo_knowledge):
     p = Patient(id="x", sex="MALE", observed=("HP:0001001", "HP:7777777", "HP:8888888"),
                 term_labels={"HP:7777777": "Brand-new finding"})
-    t = render_summary(p, tiny, seed=None)
+    t = render_summary(p, tiny_hpo_knowledge, seed=None)
     assert t == "A male patient presents with A1 and brand-new finding."
     assert "HP:" not in t
 
 
-def test_onset_phrases(tiny):
+def test_onset_phrases(tiny_hpo_knowledge):
     p = Patient(id="x", onset_age="P3Y")
-    assert "Onset at 3 years of age." in render_summary(p, tiny, seed=None)
+    assert "Onset at 3 years of age." in render_summary(p, tiny_hpo_knowledge, seed=None)
     p = Patient(id="x", onset_age="P5M")
-    assert "Onset at 5 months of age." in render_summary(p, tiny, seed=None)
+    assert "Onset at 5 months of age." in render_summary(p, tiny_hpo_knowledge, seed=None)
     p = Patient(id="x", onset="HP:0003577")
-    assert "Onset at birth." in render_summary(p, tiny, seed=None)
+    assert "Onset at birth." in render_summary(p, tiny_hpo_knowledge, seed=None)
 
 
 def test_limits_and_no_features(hpo):

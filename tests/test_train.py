@@ -47,15 +47,6 @@ def _cfg(tiny_model_dir, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tiny model gains nothing from threads, and on a shared 2-core machine they spin-wait.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("lora-run")

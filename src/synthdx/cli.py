@@ -19,8 +19,10 @@ QUICKSTART_CONFIG = Path(__file__).resolve().parent / "resources" / "quickstart.
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # run.log takes INFO; the console only with -v
+        handler.setLevel(level)
     # Third-party progress bars and warnings would drown ours; errors still show.
     import transformers
 
