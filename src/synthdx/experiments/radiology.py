@@ -7,8 +7,6 @@ skipped, so an interrupted run picks up where it stopped (training resumes from 
 
 from __future__ import annotations
 
-import json
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from ..progress import StageTimer, console, log, make_progress, run_log
 from ..records import Record
 from ..splits import hash_split
 from ..tasks.multilabel import radiology_task
+from .common import hardware, train_or_reuse
 
 
 def _records_jsonl(path: Path, records: list[Record]) -> None:
@@ -147,27 +146,7 @@ def _run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
 
     model_dir = out / "model"
     with timer.stage("fine-tune the student"):
-        from ..train.sft import TASK_FILE, TrainConfig, train
-
-        if (model_dir / TASK_FILE).exists():
-            console.print(f"{model_dir} exists: reusing the trained model")
-            train_stats = json.loads((model_dir / TASK_FILE).read_text())["train_stats"]
-        else:
-            tcfg = TrainConfig(**cfg.train.model_dump())
-            with make_progress() as bar:
-                t = bar.add_task("training", total=1, info="")
-
-                def report(step: int, total: int, loss: float) -> None:
-                    bar.update(t, completed=step, total=total, info=f"loss {loss:.3f}")
-                    if step % 10 == 0 or step == total:
-                        log.info("training step %d/%d loss %.4f", step, total, loss)
-
-                train_stats = train(train_records, task, out, tcfg, progress=report)
-            train_stats.pop("losses", None)
-        msg = (f"trained on {train_stats['examples']} examples, {train_stats['tokens']} tokens, "
-               f"{train_stats['tokens_per_second']} tokens/s ({train_stats['dtype']})")
-        console.print(msg)
-        log.info(msg)
+        train_stats = train_or_reuse(train_records, task, out, cfg.train)
 
     with timer.stage("student predicts the test part"):
         preds, info = run_llm_predictions(str(model_dir), task, test_texts, cfg.eval.batch_size, "student",
@@ -193,8 +172,7 @@ def _run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
         "teacher": cfg.teacher.model_dump(),
         "training": train_stats,
         "timings_seconds": timer.timings,
-        "hardware": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-                     "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+        "hardware": hardware(),
         "invalid_outputs_note": ("LLM predictions use constrained decoding and are always valid; "
                                  "'invalid outputs' counts unparseable answers of unconstrained greedy "
                                  f"generation on the first {cfg.eval.free_generation_sample} test reports."),

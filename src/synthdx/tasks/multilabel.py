@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..records import LabelSpace, Record
+from .prompting import chat_messages, chat_prompt_ids, end_token_id, truncate_text
 
 
 @dataclass
@@ -68,8 +69,7 @@ class MultiLabelTask:
         return [n for n in self.label_space.names if n in found], valid
 
     def messages(self, text: str) -> list[dict]:
-        return [{"role": "system", "content": self.system_prompt},
-                {"role": "user", "content": f"{self.instruction}\n\n{text}"}]
+        return chat_messages(self.system_prompt, self.instruction, text)
 
     # ---- token level --------------------------------------------------------------------------
     def _layout(self, tokenizer) -> dict:
@@ -77,9 +77,7 @@ class MultiLabelTask:
         key = id(tokenizer)
         if key not in self._cache:
             enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
-            end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-            if end is None or end == tokenizer.unk_token_id:
-                end = tokenizer.eos_token_id
+            end = end_token_id(tokenizer)
             sep = enc(self.separator)
             if len(sep) != 1:
                 raise ValueError(f"separator {self.separator!r} must be one token")
@@ -92,18 +90,11 @@ class MultiLabelTask:
         return self._cache[key]
 
     def truncate(self, tokenizer, text: str) -> tuple[str, bool]:
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) <= self.max_text_tokens:
-            return text, False
-        return tokenizer.decode(ids[: self.max_text_tokens]) + " [...]", True
+        return truncate_text(tokenizer, text, self.max_text_tokens)
 
     def prompt_ids(self, tokenizer, text: str) -> tuple[list[int], bool]:
         text, truncated = self.truncate(tokenizer, text)
-        ids = tokenizer.apply_chat_template(self.messages(text), add_generation_prompt=True,
-                                            tokenize=True, return_dict=False)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids), truncated
+        return chat_prompt_ids(tokenizer, self.system_prompt, self.instruction, text), truncated
 
     def answer_ids(self, tokenizer, labels: list[str]) -> list[int]:
         lay = self._layout(tokenizer)
@@ -116,6 +107,13 @@ class MultiLabelTask:
                 out.append(lay["sep"])
             out += lay["items"][i]
         return out + [lay["end"]]
+
+    def spec(self) -> dict:
+        """What a trained model directory records about its task (`train.sft.load_trained_task`)."""
+        return {"task": self.name, "kind": "multilabel", "labels": self.label_space.names,
+                "synonyms": self.label_space.synonyms, "system_prompt": self.system_prompt,
+                "instruction": self.instruction, "empty_answer": self.empty_answer,
+                "max_text_tokens": self.max_text_tokens}
 
     def build_example(self, tokenizer, record: Record) -> Example:
         if record.labels is None:

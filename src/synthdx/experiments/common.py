@@ -1,0 +1,46 @@
+"""Stages every experiment recipe shares: fine-tuning into RUN/model (reused when already there)
+and a description of the hardware a run used."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..progress import console, log, make_progress
+from ..records import Record
+
+
+def train_or_reuse(records: Sequence[Record], task, out: Path, train_section) -> dict:
+    """Fine-tune on `records` into `out/model`; a finished model already there is reused (an
+    interrupted training resumes from its checkpoint). Returns the training statistics."""
+    from ..train.sft import TASK_FILE, TrainConfig, train
+
+    model_dir = out / "model"
+    if (model_dir / TASK_FILE).exists():
+        console.print(f"{model_dir} exists: reusing the trained model")
+        stats = json.loads((model_dir / TASK_FILE).read_text())["train_stats"]
+    else:
+        with make_progress() as bar:
+            t = bar.add_task("training", total=1, info="")
+
+            def report(step: int, total: int, loss: float) -> None:
+                bar.update(t, completed=step, total=total, info=f"loss {loss:.3f}")
+                if step % 10 == 0 or step == total:
+                    log.info("training step %d/%d loss %.4f", step, total, loss)
+
+            stats = train(records, task, out, TrainConfig(**train_section.model_dump()), progress=report)
+        stats.pop("losses", None)
+    msg = (f"trained on {stats['examples']} examples, {stats['tokens']} tokens, "
+           f"{stats['tokens_per_second']} tokens/s ({stats['dtype']})")
+    console.print(msg)
+    log.info(msg)
+    return stats
+
+
+def hardware() -> dict:
+    return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
