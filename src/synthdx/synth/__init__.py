@@ -1,5 +1,6 @@
 """Synthetic data generators: labels known by construction, for users who have no data."""
 
+from .hpo_patients import HPOPatientGenerator
 from .radiology_reports import RadiologyReportGenerator
 
-__all__ = ["RadiologyReportGenerator"]
+__all__ = ["HPOPatientGenerator", "RadiologyReportGenerator"]
