@@ -42,12 +42,18 @@ def run(config: Path = typer.Argument(..., help="Experiment config (YAML)."),
         verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Run an experiment config end to end: data, teacher, training, prediction, evaluation, report."""
     _setup_logging(verbose)
-    from .config import load_config
-    from .experiments.radiology import run_radiology
+    from .config import RareDdxConfig, load_config
 
     try:
         cfg = load_config(config, set_ or [])
-        run_radiology(cfg, out)
+        if isinstance(cfg, RareDdxConfig):
+            from .experiments.rare_ddx import run_rare_ddx
+
+            run_rare_ddx(cfg, out)
+        else:
+            from .experiments.radiology import run_radiology
+
+            run_radiology(cfg, out)
     except (SynthdxError, ValueError, FileNotFoundError) as e:
         _fail(e)
 
@@ -94,20 +100,47 @@ def label(input: Path = typer.Option(..., "--input", "-i", help="Reports: JSONL/
 
 
 @app.command()
-def synth(generator: str = typer.Option("radiology-reports", help="Generator name."),
-          n: int = typer.Option(1000, "--n", "-n", min=1, help="Number of records."),
+def synth(generator: str = typer.Option("radiology-reports", help="radiology-reports or hpo-patients."),
+          n: int = typer.Option(1000, "--n", "-n", min=1,
+                                help="Number of records (hpo-patients: patients per disease)."),
           seed: int = typer.Option(0, help="Random seed (same seed, same records)."),
+          diseases: Optional[str] = typer.Option(None, help="hpo-patients: comma-separated disease ids "
+                                                 "(default: every annotated OMIM disease)."),
+          branch: Optional[str] = typer.Option(None, help="hpo-patients: only diseases with a feature under this HPO term."),
           output: Path = typer.Option(..., "--output", "-o", help="JSONL of records: id, text, labels, meta.")) -> None:
-    """Generate labelled synthetic records."""
+    """Generate labelled synthetic records: chest X-ray reports, or rare-disease patients from HPO
+    annotations (rows: the patient's phenotype, its rendered summary as text, the disease as label)."""
     from .io import write_jsonl
 
-    if generator != "radiology-reports":
-        _fail(SynthdxError(f"unknown generator {generator!r}; available: radiology-reports"))
-    from .synth.radiology_reports import RadiologyReportGenerator
+    try:
+        if generator == "radiology-reports":
+            from .synth.radiology_reports import RadiologyReportGenerator
 
-    records = RadiologyReportGenerator(seed=seed).generate(n)
-    write_jsonl(output, (r.to_dict() for r in records))
-    console.print(f"wrote {len(records)} synthetic records -> {output}")
+            rows = [r.to_dict() for r in RadiologyReportGenerator(seed=seed).generate(n)]
+        elif generator == "hpo-patients":
+            from .knowledge.hpo import load_hpo
+            from .synth.hpo_patients import HPOPatientGenerator
+            from .tasks.rare_ddx_render import render_summary
+
+            knowledge = load_hpo()
+            ids = [d.strip() for d in diseases.split(",") if d.strip()] if diseases else None
+            try:
+                chosen = knowledge.candidates(ids, branch)
+            except KeyError as e:
+                raise SynthdxError(str(e.args[0])) from None
+            gen = HPOPatientGenerator(knowledge, seed=seed)
+            usable = gen.usable_diseases(chosen)
+            if not usable:
+                raise SynthdxError("none of the chosen diseases has a phenotype with a frequency above 0")
+            cases = gen.generate(usable, n)
+            rows = [{**c.to_dict(), "id": c.id, "text": render_summary(c.patient, knowledge, seed=seed),
+                     "labels": list(c.gold)} for c in cases]
+        else:
+            raise SynthdxError(f"unknown generator {generator!r}; available: radiology-reports, hpo-patients")
+        write_jsonl(output, rows)
+        console.print(f"wrote {len(rows)} synthetic records -> {output}")
+    except (SynthdxError, ValueError) as e:
+        _fail(e)
 
 
 @app.command()
@@ -118,12 +151,16 @@ def predict(model: str = typer.Option(..., "--model", "-m", help="A trained mode
             batch_size: int = typer.Option(32, min=1),
             text_column: str = typer.Option("text"), id_column: str = typer.Option("id"),
             verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
-    """Predict labels (with per-label scores) for every input row. Rows are written as batches
-    finish; an interrupted run resumes after the last written row."""
+    """Predict labels (with per-label scores) for every input row; with --task rare-ddx (or a model
+    trained for it), rank diseases for every phenopacket (zip, directory or JSONL). Rows are written
+    as batches finish; an interrupted run resumes after the last written row."""
     _setup_logging(verbose)
-    from .infer.batch import predict_file
+    from .infer.batch import is_ranking_model, predict_file, rank_file
 
     try:
+        if task == "rare-ddx" or (task is None and is_ranking_model(model)):
+            rank_file(model, input, output)
+            return
         predict_file(model, input, output, task=task, batch_size=batch_size,
                      id_column=id_column, text_column=text_column)
     except (SynthdxError, ValueError) as e:

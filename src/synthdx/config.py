@@ -81,6 +81,55 @@ class ExperimentConfig(_Strict):
         return v
 
 
+# ---------------------------------------------------------------- rare-disease differential diagnosis
+
+class CasesConfig(_Strict):
+    path: str = Field(description="Real cases: phenopacket zip (release layout), directory or JSONL.")
+    max_model_cases: int | None = Field(
+        None, ge=1, description="Score the LLM systems on this many cases (a fixed sample by hash of id); "
+                                "the knowledge ranker is always scored on all. None: all cases.")
+    sample_salt: str = "synthdx"
+
+
+class KnowledgeConfig(_Strict):
+    candidates: list[str] | None = Field(None, description="Candidate disease ids; None: every annotated OMIM disease.")
+    branch: str | None = Field(None, description="Only diseases with a phenotype under this HPO term.")
+
+
+class HPOSyntheticConfig(_Strict):
+    n_diseases: int | None = Field(None, ge=1, description="Train on patients of this many candidate diseases "
+                                                           "(a seeded random sample); None: every candidate.")
+    patients_per_disease: int = Field(5, ge=1)
+    validation_patients: int = Field(200, ge=10, description="Held-out synthetic patients (diseases drawn from "
+                                                             "all candidates) on which the fusion weight is chosen.")
+    seed: int = 0
+    generator: dict = Field(default_factory=dict, description="Options of HPOPatientGenerator.")
+
+
+class RerankConfig(_Strict):
+    top_k: int = Field(10, ge=2, description="The knowledge ranker's top K go to the model.")
+    weights: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, float("inf")],
+                                 description="Fusion weights tried on the synthetic validation patients.")
+
+
+class RankingEvalConfig(_Strict):
+    zero_shot: bool = Field(True, description="Also rerank with the base model before fine-tuning.")
+    leave_out_own_publication: bool = True
+    n_resamples: int = Field(1000, ge=100)
+    seed: int = 0
+
+
+class RareDdxConfig(_Strict):
+    experiment: Literal["rare-ddx"]
+    title: str = "Rare-disease differential diagnosis"
+    data: CasesConfig
+    knowledge: KnowledgeConfig = KnowledgeConfig()
+    synthetic: HPOSyntheticConfig = HPOSyntheticConfig()
+    train: TrainSection = TrainSection(max_text_tokens=256)
+    rerank: RerankConfig = RerankConfig()
+    eval: RankingEvalConfig = RankingEvalConfig()
+
+
 def _format_errors(e: ValidationError) -> str:
     lines = []
     for err in e.errors():
@@ -113,7 +162,7 @@ def _merge(base: dict, extra: dict) -> dict:
     return base
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig | RareDdxConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
@@ -125,7 +174,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     raw = _merge(raw, parse_overrides(overrides or []))
     try:
-        cfg = ExperimentConfig.model_validate(raw)
+        kind = RareDdxConfig if raw.get("experiment") == "rare-ddx" else ExperimentConfig
+        cfg = kind.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{path}: invalid config\n{_format_errors(e)}") from None
     cfg.data.path = str(resolve_data_path(cfg.data.path, path))

@@ -30,6 +30,40 @@ def _drop_torn_tail(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
+class ResumableOutput:
+    """Rows appended to `OUTPUT.partial` (fsync'd per call), ids already there skipped on a rerun,
+    and the finished file written in input order and renamed into place."""
+
+    def __init__(self, output: Path):
+        self.output = output
+        self.partial = output.with_name(output.name + ".partial")
+        self.done: set[str] = set()
+        if self.partial.exists():
+            _drop_torn_tail(self.partial)
+            self.done = {str(row["id"]) for _, row in read_jsonl(self.partial)}
+            console.print(f"resuming: {len(self.done)} rows already in {self.partial}")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.partial, "a", encoding="utf-8")
+
+    def write(self, rows: list[dict]) -> None:
+        for row in rows:
+            self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def finish(self, ids: list[str]) -> dict[str, dict]:
+        """Write the output in the order of `ids`; returns the rows by id."""
+        self._f.close()
+        rows = {str(row["id"]): row for _, row in read_jsonl(self.partial)}
+        tmp = self.output.with_name(self.output.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for i in ids:
+                f.write(json.dumps(rows[i], ensure_ascii=False) + "\n")
+        os.replace(tmp, self.output)
+        self.partial.unlink()
+        return rows
+
+
 def predict_file(model: str, input_path: Path, output: Path, task: str | None = None, batch_size: int = 32,
                  id_column: str = "id", text_column: str = "text") -> int:
     from ..models.loading import default_device, load_causal_lm, load_tokenizer, pick_dtype, resolve_model_path
@@ -45,43 +79,124 @@ def predict_file(model: str, input_path: Path, output: Path, task: str | None = 
     if spec is None:
         raise SynthdxError(f"{model} is not a synthdx-trained model: name the task with --task")
 
-    partial = output.with_name(output.name + ".partial")
-    done: set[str] = set()
-    if partial.exists():
-        _drop_torn_tail(partial)
-        done = {str(row["id"]) for _, row in read_jsonl(partial)}
-        console.print(f"resuming: {len(done)} rows already in {partial}")
-    todo = [r for r in records if r.id not in done]
+    sink = ResumableOutput(output)
+    todo = [r for r in records if r.id not in sink.done]
 
     device = default_device()
     dtype = pick_dtype(device)
     tok = load_tokenizer(model_path)
     lm = load_causal_lm(model_path, device=device)
     chunk = batch_size * 4  # sorted by length within a chunk, written when the chunk is done
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(partial, "a", encoding="utf-8") as f, make_progress() as bar:
-        t = bar.add_task("predicting", total=len(records), completed=len(done), info="")
+    with make_progress() as bar:
+        t = bar.add_task("predicting", total=len(records), completed=len(sink.done), info="")
         for c in range(0, len(todo), chunk):
             part = todo[c:c + chunk]
             preds = predict_label_sets(lm, tok, spec, [r.text for r in part], batch_size=batch_size,
                                        autocast_dtype=dtype if dtype != torch.float32 else None)
-            for r, p in zip(part, preds):
-                row = {"id": r.id, "labels": p.labels, "scores": p.scores}
-                if p.truncated:
-                    row["truncated"] = True
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            rows = [{"id": r.id, "labels": p.labels, "scores": p.scores, **({"truncated": True} if p.truncated else {})}
+                    for r, p in zip(part, preds)]
+            sink.write(rows)
             bar.advance(t, len(part))
-    # restore input order in the final file
-    rows = {str(row["id"]): row for _, row in read_jsonl(partial)}
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(rows[r.id], ensure_ascii=False) + "\n")
-    os.replace(tmp, output)
-    partial.unlink()
+    rows = sink.finish([r.id for r in records])
     n_trunc = sum(1 for r in rows.values() if r.get("truncated"))
     console.print(f"wrote {len(records)} predictions -> {output}"
                   + (f" ({n_trunc} texts were longer than {spec.max_text_tokens} tokens and were cut)" if n_trunc else ""))
     return len(records)
+
+
+def is_ranking_model(model: str) -> bool:
+    """Whether `model` is a synthdx model trained for disease ranking (rare-ddx)."""
+    from ..models.loading import resolve_model_path
+    from ..train.sft import TASK_FILE
+
+    try:
+        spec_path = Path(resolve_model_path(model)) / TASK_FILE
+    except SynthdxError:
+        return False
+    return spec_path.exists() and json.loads(spec_path.read_text()).get("kind") == "disease-ranking"
+
+
+def _load_cases(path: Path) -> list:
+    """Phenopackets (zip, directory, JSON, JSONL), or JSONL rows written by `synthdx synth
+    --generator hpo-patients` (rows with a "patient")."""
+    from ..datasets.phenopackets import load_phenopackets
+    from ..patients import Case
+
+    if path.suffix.lower() in (".jsonl", ".ndjson") and path.exists():
+        rows = read_jsonl(path)
+        first = next(rows, None)
+        rows.close()
+        if first is not None and isinstance(first[1], dict) and "patient" in first[1]:
+            out = []
+            for line, row in read_jsonl(path):
+                try:
+                    out.append(Case.from_dict(row))
+                except (KeyError, TypeError, ValueError) as e:
+                    raise SynthdxError(f"{path}, line {line}: not a case row ({e})") from None
+            return out
+    return load_phenopackets(path)
+
+
+def rank_file(model: str, input_path: Path, output: Path, top_k: int | None = None,
+              weight: float | None = None, chunk: int = 16) -> int:
+    """`synthdx predict --task rare-ddx`: phenopackets (zip, directory or JSONL) in, one row
+    {"id", "ranking": [{"id", "label", "score"}, ...]} per case out, best first, every id a
+    candidate disease. The knowledge ranker retrieves each case's top K; the model reranks them,
+    fused with the ranker's scores by the weight the experiment chose (both recorded with the
+    model; `top_k` / `weight` override them; weight None ranks by the model alone).
+    Only the phenotype is read from each case, never its genetic interpretation or diagnosis."""
+    import numpy as np
+
+    from ..baselines.phenotype_ranker import PhenotypeRanker
+    from ..knowledge.hpo import load_hpo
+    from ..models.loading import default_device, load_causal_lm, load_tokenizer, resolve_model_path
+    from ..tasks.rare_ddx import rare_ddx_task
+    from ..tasks.rare_ddx_render import render_summary
+    from ..train.sft import TASK_FILE
+    from .rerank import fuse, score_names
+
+    cases = _load_cases(input_path)
+    ids = [c.id for c in cases]
+    dup = len(ids) - len(set(ids))
+    if dup:
+        raise SynthdxError(f"{input_path}: {dup} case ids occur more than once; ids must be unique")
+    model_path = resolve_model_path(model)
+    knowledge = load_hpo()
+    trained = load_trained_task(model_path, knowledge)
+    if trained is not None and trained.name != "rare-ddx":
+        raise SynthdxError(f"{model} was trained for task {trained.name!r}, not 'rare-ddx'")
+    task = trained or rare_ddx_task(knowledge)
+    spec_path = Path(model_path) / TASK_FILE
+    settings = json.loads(spec_path.read_text()).get("rerank", {}) if spec_path.exists() else {}
+    k = top_k or settings.get("top_k", 10)
+    if k < 10:
+        raise SynthdxError("top_k must be at least 10 (every ranking holds at least 10 diseases)")
+    w = weight if weight is not None else settings.get("weight")
+    w = float("inf") if w is None else float(w)
+    ranker = PhenotypeRanker(knowledge, candidate_ids=list(task.names)).fit()
+
+    sink = ResumableOutput(output)
+    todo = [c for c in cases if c.id not in sink.done]
+    tok = load_tokenizer(model_path)
+    lm = load_causal_lm(model_path, device=default_device())
+    with make_progress() as bar:
+        t = bar.add_task("ranking", total=len(cases), completed=len(sink.done), info="")
+        for c0 in range(0, len(todo), chunk):
+            part = todo[c0:c0 + chunk]
+            tops = [ranker.rank(c.patient, k) for c in part]
+            texts = [render_summary(c.patient, knowledge, seed=0) for c in part]
+            scores, truncated = score_names(lm, tok, task, texts, [[d for d, _, _ in top] for top in tops])
+            rows = []
+            for case, top, ms, cut in zip(part, tops, scores, truncated):
+                fused = fuse(np.array([s for _, _, s in top]), ms, w)
+                order = np.argsort(-fused, kind="stable")
+                row = {"id": case.id, "ranking": [{"id": top[i][0], "label": task.names[top[i][0]],
+                                                   "score": round(float(fused[i]), 5)} for i in order]}
+                if cut:
+                    row["truncated"] = True
+                rows.append(row)
+            sink.write(rows)
+            bar.advance(t, len(part))
+    sink.finish(ids)
+    console.print(f"wrote {len(cases)} rankings ({k} diseases each) -> {output}")
+    return len(cases)

@@ -1,0 +1,369 @@
+"""The rare-disease experiment, end to end: synthetic patients from HPO annotations -> fine-tuned
+model -> rankings of real published cases (phenopacket-store) -> scores, next to the knowledge
+ranker and published figures.
+
+How the model ranks: retrieve-then-rerank (`infer.rerank`). The knowledge ranker scores every
+candidate disease; its top K are scored by the model (log-probability of each disease name); the
+model's ranking of those K, then the ranker's order beyond K. "model + ranker" adds the two scores
+with a weight chosen on held-out synthetic patients (never on real cases). Every output id is a
+candidate by construction.
+
+The real cases are only ever evaluated on: nothing is trained or tuned on them. Every stage writes
+its output into the run directory and is skipped when that output is there, so an interrupted run
+resumes (training from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import yaml
+
+from ..config import RareDdxConfig
+from ..io import read_jsonl, write_json, write_jsonl
+from ..patients import Case
+from ..progress import StageTimer, console, log, make_progress, run_log
+from ..records import Record
+from ..splits import hash_bucket
+from .common import hardware, train_or_reuse
+
+# Reese et al. 2024, AJHG: 5,213 phenopacket-store cases (not the same cases as here)
+PUBLISHED = {
+    "Exomiser (Reese et al. 2024)": {"published": {"cases": "5,213 published", "n": 5213, "top1": "0.355"}},
+    "GPT-4o (Reese et al. 2024)": {"published": {"cases": "5,213 published", "n": 5213, "top1": "0.236"}},
+}
+
+
+def run_rare_ddx(cfg: RareDdxConfig, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    with run_log(out / "run.log"):
+        return _run(cfg, out)
+
+
+def _say(msg: str) -> None:
+    console.print(msg)
+    log.info(msg)
+
+
+def _write_cases(path: Path, cases: Sequence[Case]) -> None:
+    write_jsonl(path, (c.to_dict() for c in cases))
+
+
+def _read_cases(path: Path) -> list[Case]:
+    return [Case.from_dict(row) for _, row in read_jsonl(path)]
+
+
+def hash_sample(cases: Sequence[Case], n: int | None, salt: str) -> list[Case]:
+    """`n` cases chosen by the hash of their id (all when n is None): a fixed sample that does not
+    depend on file order."""
+    if n is None or n >= len(cases):
+        return list(cases)
+    return sorted(cases, key=lambda c: hash_bucket(c.id, salt))[:n]
+
+
+def _retrieve(ranker, cases: Sequence[Case], k: int, leave_out: bool) -> list[tuple[list[str], np.ndarray, float]]:
+    """Per case: the ranker's top-k ids, their scores, and the gold's rank over all candidates."""
+    out = []
+    for case, score in zip(cases, ranker.scores_many((c.patient for c in cases), leave_out)):
+        top = np.argsort(-score, kind="stable")[:k]
+        out.append(([ranker.candidates_[i] for i in top], score[top], ranker.gold_rank(score, case.gold or ())))
+    return out
+
+
+def reranked_gold_rank(top_ids: Sequence[str], fused: np.ndarray, gold: Sequence[str], ranker_rank: float) -> float:
+    """The gold's rank when the top K are reordered by `fused` and the rest keep the ranker's order:
+    its position among the K, or its ranker rank (> K) when retrieval missed it."""
+    order = np.argsort(-np.asarray(fused), kind="stable")
+    gold = set(gold)
+    for pos, i in enumerate(order, 1):
+        if top_ids[i] in gold:
+            return float(pos)
+    return ranker_rank
+
+
+def _model_scores(model_path: str, task, texts: list[str], cand_lists: list[list[str]], cache: Path,
+                  ids: list[str], desc: str) -> list[dict[str, float]]:
+    """{disease id: model log-probability} per text, cached in `cache` (JSON by id) so a resumed
+    run does not score again."""
+    from ..infer.rerank import score_names
+    from ..models.loading import default_device, load_causal_lm, load_tokenizer
+
+    if cache.exists():
+        stored = json.loads(cache.read_text())
+        if all(i in stored and set(c) <= set(stored[i]) for i, c in zip(ids, cand_lists)):
+            return [stored[i] for i in ids]
+    tok = load_tokenizer(model_path)
+    model = load_causal_lm(model_path, device=default_device())
+    with make_progress() as bar:
+        t = bar.add_task(desc, total=len(texts), info="")
+        scores, truncated = score_names(model, tok, task, texts, cand_lists, progress=lambda n: bar.advance(t, n))
+    if any(truncated):
+        _say(f"{desc}: {sum(truncated)} of {len(texts)} summaries were longer than {task.max_text_tokens} "
+             "tokens and were cut")
+    result = [{c: round(float(s), 5) for c, s in zip(cands, sc)} for cands, sc in zip(cand_lists, scores)]
+    write_json(cache, dict(zip(ids, result)))
+    return result
+
+
+def _fused_ranks(retrieved, model_scores: list[dict[str, float]], golds, weight: float) -> list[float]:
+    from ..infer.rerank import fuse
+
+    ranks = []
+    for (top_ids, top_scores, ranker_rank), ms, gold in zip(retrieved, model_scores, golds):
+        fused = fuse(top_scores, np.array([ms[d] for d in top_ids]), weight)
+        ranks.append(reranked_gold_rank(top_ids, fused, gold, ranker_rank))
+    return ranks
+
+
+def choose_weight(retrieved, model_scores, golds, weights: Sequence[float]) -> tuple[float, dict]:
+    """The fusion weight with the best top-1 (then MRR) on held-out synthetic patients."""
+    from ..evaluate.ranking import ranking_metrics
+
+    table = {}
+    for w in weights:
+        m = ranking_metrics(_fused_ranks(retrieved, model_scores, golds, w))
+        table[str(w)] = {"top1": m["top1"], "mrr": m["mrr"]}
+    best = max(weights, key=lambda w: (table[str(w)]["top1"], table[str(w)]["mrr"]))
+    return best, table
+
+
+def _ranking_rows(ids, retrieved, model_scores, weight, names) -> list[dict]:
+    from ..infer.rerank import fuse
+
+    rows = []
+    for cid, (top_ids, top_scores, _), ms in zip(ids, retrieved, model_scores):
+        if ms is None:
+            fused = np.asarray(top_scores, dtype=np.float64)
+        else:
+            fused = fuse(top_scores, np.array([ms[d] for d in top_ids]), weight)
+        order = np.argsort(-fused, kind="stable")
+        rows.append({"id": cid, "ranking": [{"id": top_ids[i], "label": names[top_ids[i]],
+                                             "score": round(float(fused[i]), 5)} for i in order]})
+    return rows
+
+
+def _run(cfg: RareDdxConfig, out: Path) -> dict:
+    from ..baselines.phenotype_ranker import PhenotypeRanker
+    from ..datasets.phenopackets import load_phenopackets
+    from ..evaluate.ranking import evaluate_ranking, format_ranking_table
+    from ..knowledge.hpo import load_hpo
+    from ..synth.hpo_patients import HPOPatientGenerator
+    from ..tasks.rare_ddx import rare_ddx_task
+    from ..tasks.rare_ddx_render import render_summary
+
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    timer = StageTimer()
+    data_dir, pred_dir = out / "data", out / "predictions"
+    k = cfg.rerank.top_k
+
+    with timer.stage("HPO knowledge and the knowledge ranker"):
+        knowledge = load_hpo()
+        candidates = knowledge.candidates(cfg.knowledge.candidates, cfg.knowledge.branch)
+        ranker = PhenotypeRanker(knowledge, candidate_ids=candidates).fit()
+        task = rare_ddx_task(knowledge, candidates, cfg.train.max_text_tokens)
+        _say(f"HPO {knowledge.version}: {len(candidates)} candidate diseases")
+
+    with timer.stage("load real cases"):
+        cases = [c for c in load_phenopackets(cfg.data.path) if c.gold]
+        if not cases:
+            raise ValueError(f"{cfg.data.path}: no case has a diagnosis to score against")
+        sample = hash_sample(cases, cfg.data.max_model_cases, cfg.data.sample_salt)
+        write_json(data_dir / "model_cases.json", {"rule": f"first {cfg.data.max_model_cases} by sha256("
+                                                           f"'{cfg.data.sample_salt}:'+id)", "ids": [c.id for c in sample]})
+        _say(f"{len(cases)} labelled cases; the model systems are scored on {len(sample)} of them")
+
+    with timer.stage("generate synthetic patients"):
+        train_path, val_path = data_dir / "synthetic_train.jsonl", data_dir / "synthetic_validation.jsonl"
+        if train_path.exists() and val_path.exists():
+            train_cases, val_cases = _read_cases(train_path), _read_cases(val_path)
+        else:
+            rng = random.Random(cfg.synthetic.seed)
+            gen = HPOPatientGenerator(knowledge, seed=cfg.synthetic.seed, **cfg.synthetic.generator)
+            usable = gen.usable_diseases(candidates)  # a disease needs a feature with frequency > 0
+            n_dis = cfg.synthetic.n_diseases
+            train_diseases = sorted(rng.sample(usable, n_dis)) if n_dis and n_dis < len(usable) else usable
+            train_cases = gen.generate(train_diseases, cfg.synthetic.patients_per_disease)
+            # validation: diseases drawn from all candidates (seen in training or not, like real cases),
+            # patients from another seed so none repeats a training patient
+            val_gen = HPOPatientGenerator(knowledge, seed=cfg.synthetic.seed + 1, **cfg.synthetic.generator)
+            val_diseases = rng.sample(usable, min(cfg.synthetic.validation_patients, len(usable)))
+            val_cases = val_gen.generate(sorted(val_diseases), 1)
+            _write_cases(train_path, train_cases)
+            _write_cases(val_path, val_cases)
+        _say(f"{len(train_cases)} training patients ({len({c.gold[0] for c in train_cases})} diseases), "
+             f"{len(val_cases)} validation patients")
+
+    def text_of(case: Case, seed: int) -> str:
+        return render_summary(case.patient, knowledge, seed=seed)
+
+    with timer.stage("fine-tune the model"):
+        records = [Record(c.id, text_of(c, cfg.synthetic.seed), [c.gold[0]]) for c in train_cases]
+        train_stats = train_or_reuse(records, task, out, cfg.train)
+
+    golds = [list(c.gold) for c in cases]
+    cand_set = set(candidates)
+    covered = np.array([any(g in cand_set for g in gold) for gold in golds])
+    n_obs = [len(c.patient.observed) for c in cases]
+    ev = dict(n_resamples=cfg.eval.n_resamples, seed=cfg.eval.seed)
+    systems_all: dict[str, dict] = {}
+    with timer.stage("knowledge ranker on all cases"):
+        modes = [("knowledge ranker", ranker, False)]
+        if cfg.eval.leave_out_own_publication:
+            sole = PhenotypeRanker(knowledge, candidate_ids=candidates, leave_out="sole").fit()
+            modes += [("knowledge ranker, own publication left out", ranker, True),
+                      ("knowledge ranker, own publication left out (sole)", sole, True)]
+        for name, rk, leave in modes:
+            ranks = [rk.gold_rank(s, g) for s, g in zip(rk.scores_many((c.patient for c in cases), leave), golds)]
+            systems_all[name] = evaluate_ranking(ranks, covered, n_obs, **ev)
+
+    sample_idx = {c.id: i for i, c in enumerate(cases)}
+    s_golds = [list(c.gold) for c in sample]
+    s_cov = np.array([covered[sample_idx[c.id]] for c in sample])
+    s_obs = [len(c.patient.observed) for c in sample]
+    s_texts, s_ids = [text_of(c, 0) for c in sample], [c.id for c in sample]
+    v_golds = [list(c.gold) for c in val_cases]
+    v_texts, v_ids = [text_of(c, cfg.synthetic.seed + 1) for c in val_cases], [c.id for c in val_cases]
+
+    with timer.stage("retrieve the top candidates"):
+        retrieved = {"full": _retrieve(ranker, sample, k, False), "val": _retrieve(ranker, val_cases, k, False)}
+        if cfg.eval.leave_out_own_publication:
+            retrieved["left_out"] = _retrieve(ranker, sample, k, True)
+        # each case's candidates: the union of its top K with and without its own publication
+        s_cands = [list(dict.fromkeys(retrieved["full"][i][0] + (retrieved["left_out"][i][0]
+                                                                 if "left_out" in retrieved else [])))
+                   for i in range(len(sample))]
+        v_cands = [r[0] for r in retrieved["val"]]
+
+    systems: dict[str, dict] = {"knowledge ranker": evaluate_ranking(
+        [r[2] for r in retrieved["full"]], s_cov, s_obs, **ev)}
+    if "left_out" in retrieved:
+        systems["knowledge ranker, own publication left out"] = evaluate_ranking(
+            [r[2] for r in retrieved["left_out"]], s_cov, s_obs, **ev)
+    synthetic_scores: dict[str, dict] = {"knowledge ranker": _quick(
+        [r[2] for r in retrieved["val"]])}
+    weights_table = {}
+    models = [("fine-tuned model", str(out / "model"), "model")]
+    if cfg.eval.zero_shot:
+        models.append(("base model zero-shot", cfg.train.model, "zero_shot"))
+    chosen = {}
+    for label, path, key in models:
+        with timer.stage(f"{label} reranks the top {k}"):
+            v_ms = _model_scores(path, task, v_texts, v_cands, data_dir / f"scores_{key}_validation.json",
+                                 v_ids, f"{label}: synthetic validation")
+            s_ms = _model_scores(path, task, s_texts, s_cands, data_dir / f"scores_{key}_cases.json",
+                                 s_ids, f"{label}: real cases")
+            w, table = choose_weight(retrieved["val"], v_ms, v_golds, cfg.rerank.weights)
+            weights_table[label] = table
+            chosen[label] = w
+            synthetic_scores[f"{label} alone"] = _quick(_fused_ranks(retrieved["val"], v_ms, v_golds, float("inf")))
+            synthetic_scores[f"{label} + ranker (weight {w:g})"] = table[str(w)]
+            for variant, ret_key in (("", "full"), (", own publication left out", "left_out")):
+                if ret_key not in retrieved:
+                    continue
+                alone = _fused_ranks(retrieved[ret_key], s_ms, s_golds, float("inf"))
+                fused = _fused_ranks(retrieved[ret_key], s_ms, s_golds, w)
+                systems[f"{label} reranks top {k}{variant}"] = evaluate_ranking(alone, s_cov, s_obs, **ev)
+                systems[f"{label} + ranker (weight {w:g}){variant}"] = evaluate_ranking(fused, s_cov, s_obs, **ev)
+            if key == "model":
+                names = task.names
+                write_jsonl(pred_dir / "model.jsonl", _ranking_rows(s_ids, retrieved["full"], s_ms, float("inf"), names))
+                write_jsonl(pred_dir / "model_ranker.jsonl", _ranking_rows(s_ids, retrieved["full"], s_ms, w, names))
+                write_jsonl(pred_dir / "knowledge_ranker.jsonl",
+                            _ranking_rows(s_ids, retrieved["full"], [None] * len(s_ids), 0.0, names))
+                _store_rerank_settings(out / "model", k, w)
+
+    with timer.stage("report"):
+        from ..synth.hpo_patients import patient_shape
+
+        shapes = {"synthetic (training)": patient_shape(train_cases, knowledge),
+                  "real (all cases)": patient_shape(cases, knowledge)}
+        result = _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, chosen, {
+            "data": {"cases": cfg.data.path, "labelled_cases": len(cases), "model_cases": len(sample),
+                     "candidates": len(candidates), "hpo_version": knowledge.version,
+                     "synthetic_training_patients": len(train_cases),
+                     "synthetic_training_diseases": len({c.gold[0] for c in train_cases}),
+                     "synthetic_validation_patients": len(val_cases)},
+            "training": train_stats, "timings_seconds": timer.timings, "hardware": hardware()})
+        console.print(format_ranking_table({**{f"{n} [all cases]": s for n, s in systems_all.items()}, **systems}))
+        console.print(f"report: {out / 'report.html'}")
+    return result
+
+
+def _quick(ranks: Sequence[float]) -> dict:
+    from ..evaluate.ranking import ranking_metrics
+
+    m = ranking_metrics(ranks)
+    return {"top1": m["top1"], "mrr": m["mrr"]}
+
+
+def _store_rerank_settings(model_dir: Path, top_k: int, weight: float) -> None:
+    """Record in the model's task file how it ranks (used by `synthdx predict --task rare-ddx`)."""
+    from ..train.sft import TASK_FILE
+
+    path = model_dir / TASK_FILE
+    spec = json.loads(path.read_text())
+    spec["rerank"] = {"top_k": top_k, "weight": None if np.isinf(weight) else weight,
+                      "weight_chosen_on": "held-out synthetic patients (top-1, then MRR)"}
+    write_json(path, spec)
+
+
+def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, chosen, extra) -> dict:
+    from ..evaluate.ranking_report import RANKING_HEADER, Section, ranking_rows, write_ranking_report
+
+    n_model = next(iter(systems.values()))["n"]
+    sections = [
+        Section("Knowledge ranker on all cases", header=RANKING_HEADER,
+                rows=ranking_rows({**systems_all, **PUBLISHED}),
+                text=("LIRICAL-style likelihood-ratio ranker over phenotype.hpoa. 'Own publication left out': "
+                      "annotations citing the case's publication are removed for that case (strict: any row "
+                      "citing it; sole: rows citing nothing else). Published figures are on another set of "
+                      "phenopacket-store cases and quoted for orientation only."),
+                notes=["Coverage: share of cases whose gold disease is a candidate (annotated in this HPO "
+                       "release); 'all' counts uncovered cases as misses."]),
+        Section(f"Model and ranker on {n_model} cases", header=RANKING_HEADER,
+                rows=ranking_rows(systems),
+                text=(f"The knowledge ranker's top {cfg.rerank.top_k} of every candidate are reranked by the model "
+                      "(log-probability of each disease name); beyond them the ranker's order stands. "
+                      "'+ ranker' adds the ranker's log-posterior over the top K and the model's log-probability "
+                      "times a weight chosen on held-out synthetic patients."),
+                notes=["With own publication left out, only retrieval changes: the model's weights were trained "
+                       "on patients generated from the full annotations, which flatters the model rows."]),
+        Section("Held-out synthetic patients (where the fusion weight is chosen)", header=["system", "top-1", "MRR"],
+                rows=[[n, f"{d['top1']:.3f}", f"{d['mrr']:.3f}"] for n, d in synthetic_scores.items()]),
+        Section("Fusion weights tried on synthetic patients",
+                header=["model", "weight", "top-1", "MRR"],
+                rows=[[m, w, f"{d['top1']:.3f}", f"{d['mrr']:.3f}"] for m, t in weights_table.items()
+                      for w, d in t.items()],
+                notes=[f"chosen: {m} weight {w:g}" for m, w in chosen.items()]),
+        Section("Synthetic patients vs real cases: shape", header=["statistic"] + list(shapes),
+                rows=_shape_rows(shapes)),
+    ]
+    reductions = []
+    if cfg.data.max_model_cases:
+        reductions.append(f"model systems scored on {n_model} cases (a fixed hash sample), the ranker on all")
+    if cfg.synthetic.n_diseases:
+        reductions.append(f"training patients for {extra['data']['synthetic_training_diseases']} of "
+                          f"{extra['data']['candidates']} candidate diseases (random sample), "
+                          f"{cfg.synthetic.patients_per_disease} per disease")
+    if reductions:
+        sections.insert(0, Section("Reductions in this configuration", notes=reductions))
+    metrics = {"all_cases": systems_all, "model_cases": systems, "synthetic_validation": synthetic_scores,
+               "fusion_weights": weights_table, "shape": shapes}
+    write_ranking_report(out, cfg.title, sections, metrics, extra)
+    return metrics
+
+
+def _shape_rows(shapes: dict[str, dict]) -> list[list[str]]:
+    keys = list(dict.fromkeys(k for s in shapes.values() for k in s))
+    rows = []
+    for key in keys:
+        cells = []
+        for s in shapes.values():
+            v = s.get(key)
+            cells.append("—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
+        rows.append([key] + cells)
+    return rows

@@ -1,0 +1,193 @@
+"""The model side of rare-disease ranking: task format, candidate scoring (fast path equals full
+sequence scoring), fusion with the ranker, rank bookkeeping, `predict --task rare-ddx` and a tiny
+end-to-end experiment run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synthdx.experiments.rare_ddx import choose_weight, hash_sample, reranked_gold_rank
+from synthdx.infer.rerank import fuse, log_posterior, score_names
+from synthdx.patients import Case, Patient
+from synthdx.records import Record
+from synthdx.tasks.rare_ddx import DiseaseRankingTask, disease_names
+
+from test_phenopackets import marfan_packet
+
+NAMES = {"OMIM:1": "Alpha syndrome", "OMIM:2": "Alpha syndrome type 2", "OMIM:3": "Beta disease",
+         "OMIM:4": "Developmental and epileptic encephalopathy 96"}
+
+
+@pytest.fixture(scope="module")
+def task():
+    return DiseaseRankingTask(names=dict(NAMES), max_text_tokens=64)
+
+
+def test_example_trains_on_the_name_and_end_token_only(task, tokenizer):
+    ex = task.build_example(tokenizer, Record("p1", "A 3-year-old girl has seizures.", ["OMIM:2"]))
+    answer = [t for t in ex.labels if t != -100]
+    assert ex.input_ids[-len(answer):] == answer
+    assert tokenizer.decode(answer[:-1]) == " Alpha syndrome type 2"
+    assert answer[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert ex.labels[:len(ex.input_ids) - len(answer)] == [-100] * (len(ex.input_ids) - len(answer))
+    with pytest.raises(KeyError):
+        task.answer_ids(tokenizer, "OMIM:999")
+
+
+def test_disease_names_are_unique(hpo):
+    names = disease_names(hpo)
+    assert len(names) == len(hpo.disease_ids)
+    assert len({n.lower() for n in names.values()}) == len(names)
+    assert names["OMIM:154700"] == "Marfan syndrome"
+
+
+def _slow_scores(model, tokenizer, task, text, cands):
+    """log p(answer | prompt) from one full forward pass per candidate."""
+    prompt, _ = task.prompt_ids(tokenizer, text)
+    out = []
+    for c in cands:
+        a = task.answer_ids(tokenizer, c)
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=torch.tensor([prompt + a])).logits[0].float(), -1)
+        out.append(sum(float(lp[len(prompt) - 1 + i, a[i]]) for i in range(len(a))))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_fast_scoring_equals_full_sequence_scoring(task, tokenizer, tiny_model, share_prefix):
+    texts = ["A 3-year-old girl has seizures and hypotonia.", "A newborn boy has cleft palate."]
+    cands = [["OMIM:1", "OMIM:2", "OMIM:3", "OMIM:4"], ["OMIM:3", "OMIM:1"]]
+    fast, truncated = score_names(tiny_model, tokenizer, task, texts, cands, share_prefix=share_prefix)
+    assert truncated == [False, False]
+    for text, c, f in zip(texts, cands, fast):
+        np.testing.assert_allclose(f, _slow_scores(tiny_model, tokenizer, task, text, c), atol=2e-4)
+    # a name that is the start of a longer one is scored with its end token: the two differ
+    assert fast[0][0] != fast[0][1]
+
+
+def test_fuse_weights():
+    ranker = np.array([3.0, 2.0, 1.0])
+    model = np.array([-9.0, -1.0, -5.0])
+    assert list(np.argsort(-fuse(ranker, model, 0.0), kind="stable")) == [0, 1, 2]
+    assert list(np.argsort(-fuse(ranker, model, math.inf), kind="stable")) == [1, 2, 0]
+    # ties of the model are broken by the ranker
+    tie = fuse(ranker, np.array([-1.0, -1.0, -5.0]), math.inf)
+    assert list(np.argsort(-tie, kind="stable")) == [0, 1, 2]
+    np.testing.assert_allclose(np.exp(log_posterior(ranker)).sum(), 1.0)
+    np.testing.assert_allclose(fuse(ranker, model, 0.5), log_posterior(ranker) + 0.5 * model)
+
+
+def test_reranked_gold_rank_by_hand():
+    top = ["D1", "D2", "D3"]
+    assert reranked_gold_rank(top, np.array([0.1, 0.9, 0.5]), ["D3"], 3.0) == 2.0
+    assert reranked_gold_rank(top, np.array([0.1, 0.9, 0.5]), ["D1", "D2"], 1.0) == 1.0
+    # retrieval missed the gold: its ranker rank (beyond K) stands, or inf when not a candidate
+    assert reranked_gold_rank(top, np.array([0.1, 0.9, 0.5]), ["D7"], 12.0) == 12.0
+    assert reranked_gold_rank(top, np.array([0.1, 0.9, 0.5]), ["D7"], math.inf) == math.inf
+
+
+def test_choose_weight_follows_the_validation_patients():
+    retrieved = [(["A", "B"], np.array([1.0, 0.0]), 1.0), (["A", "B"], np.array([1.0, 0.0]), 2.0)]
+    golds = [["B"], ["B"]]
+    good = [{"A": -5.0, "B": -1.0}, {"A": -5.0, "B": -1.0}]   # the model knows B; the ranker says A
+    w, table = choose_weight(retrieved, good, golds, [0.0, 1.0, math.inf])
+    assert table["0.0"]["top1"] == 0.0 and table["inf"]["top1"] == 1.0 and w == 1.0
+    bad = [{"A": -1.0, "B": -5.0}, {"A": -1.0, "B": -5.0}]
+    w, _ = choose_weight(retrieved, bad, [["A"], ["A"]], [0.0, 1.0, math.inf])
+    assert w == 0.0
+
+
+def test_hash_sample_is_fixed_and_order_free():
+    cases = [Case(Patient(f"c{i}", observed=("HP:0001250",)), ("OMIM:1",)) for i in range(50)]
+    a = hash_sample(cases, 10, "s")
+    b = hash_sample(list(reversed(cases)), 10, "s")
+    assert [c.id for c in a] == [c.id for c in b] and len(a) == 10
+    assert hash_sample(cases, None, "s") == cases
+
+
+def _packet_zip(tmp_path: Path) -> Path:
+    path = tmp_path / "cases.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for i, (pid, hpo) in enumerate([("PMID_1_a", None), ("PMID_1_b", "HP:0001250"), ("PMID_2_c", "HP:0000256")]):
+            p = copy.deepcopy(marfan_packet(pid))
+            if hpo:
+                p["phenotypicFeatures"] = [{"type": {"id": hpo, "label": "x"}}]
+            z.writestr(f"FBN1/{pid}.json", json.dumps(p))
+    return path
+
+
+def test_predict_rare_ddx_writes_valid_rankings_and_resumes(tmp_path, tiny_model_dir, hpo):
+    from synthdx.infer.batch import rank_file
+
+    cases, out = _packet_zip(tmp_path), tmp_path / "ranked.jsonl"
+    assert rank_file(str(tiny_model_dir), cases, out, chunk=1) == 3
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["PMID_1_a", "PMID_1_b", "PMID_2_c"]
+    for r in rows:
+        assert len(r["ranking"]) >= 10
+        assert all(e["id"] in hpo.diseases and e["label"] for e in r["ranking"])
+        scores = [e["score"] for e in r["ranking"]]
+        assert scores == sorted(scores, reverse=True)
+    # an interrupted run: two rows written, the second torn; the rerun completes and agrees
+    partial = tmp_path / "again.jsonl.partial"
+    lines = out.read_text().splitlines()
+    partial.write_text(lines[0] + "\n" + lines[1][:20])
+    rank_file(str(tiny_model_dir), cases, tmp_path / "again.jsonl", chunk=1)
+    assert (tmp_path / "again.jsonl").read_text() == out.read_text()
+    assert not partial.exists()
+
+
+def test_cli_predict_rare_ddx_reads_synthetic_jsonl(tmp_path, tiny_model_dir, hpo):
+    from typer.testing import CliRunner
+
+    from synthdx.cli import app
+
+    runner = CliRunner()
+    synth = tmp_path / "patients.jsonl"
+    res = runner.invoke(app, ["synth", "--generator", "hpo-patients", "--n", "2", "--diseases",
+                              "OMIM:154700,OMIM:101600", "--output", str(synth)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in synth.read_text().splitlines()]
+    assert len(rows) == 4 and all(r["text"] and r["labels"][0] in ("OMIM:154700", "OMIM:101600") for r in rows)
+    out = tmp_path / "ranked.jsonl"
+    res = runner.invoke(app, ["predict", "--task", "rare-ddx", "--model", str(tiny_model_dir),
+                              "--input", str(synth), "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    ranked = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in ranked] == [r["id"] for r in rows]
+    res = runner.invoke(app, ["synth", "--generator", "hpo-patients", "--diseases", "OMIM:0000000",
+                              "--output", str(tmp_path / "x.jsonl")])
+    assert res.exit_code == 2 and "OMIM:0000000" in res.output
+
+
+def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
+    from synthdx.config import load_config
+    from synthdx.experiments.rare_ddx import run_rare_ddx
+
+    cases = _packet_zip(tmp_path)
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "rare-ddx-cpu.yaml", [
+        f"data.path={cases}", "synthetic.n_diseases=3", "synthetic.validation_patients=10",
+        f"train.model={tiny_model_dir}", "train.max_steps=1", "eval.zero_shot=false", "eval.n_resamples=100"])
+    out = tmp_path / "run"
+    result = run_rare_ddx(cfg, out)
+    assert (out / "model" / "synthdx_task.json").exists()
+    spec = json.loads((out / "model" / "synthdx_task.json").read_text())
+    assert spec["kind"] == "disease-ranking" and spec["rerank"]["top_k"] == 10
+    assert result["all_cases"]["knowledge ranker"]["n"] == 3
+    model_rows = [k for k in result["model_cases"] if k.startswith("fine-tuned model")]
+    assert len(model_rows) == 4  # alone and fused, with and without the own publication
+    ranked = [json.loads(line) for line in (out / "predictions" / "model.jsonl").read_text().splitlines()]
+    assert len(ranked) == 3 and all(len(r["ranking"]) == 10 for r in ranked)
+    report = (out / "report.md").read_text()
+    assert "Exomiser" in report and "shape" in report
+    # a rerun reuses every stage's output and gives the same numbers
+    again = run_rare_ddx(cfg, out)
+    assert again["model_cases"] == result["model_cases"]
