@@ -191,3 +191,9 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     # a rerun reuses every stage's output and gives the same numbers
     again = run_rare_ddx(cfg, out)
     assert again["model_cases"] == result["model_cases"]
+    # the same directory with another config is refused before any work (its outputs would be reused)
+    from synthdx.errors import ConfigError
+
+    other = cfg.model_copy(update={"rerank": cfg.rerank.model_copy(update={"top_k": 12})})
+    with pytest.raises(ConfigError, match="rerank.top_k"):
+        run_rare_ddx(other, out)

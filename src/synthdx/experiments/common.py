@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+import yaml
 
+from ..errors import ConfigError
+from ..io import atomic_open
 from ..progress import console, log, make_progress
 from ..records import Record
 
@@ -44,3 +47,28 @@ def train_or_reuse(records: Sequence[Record], task, out: Path, train_section) ->
 def hardware() -> dict:
     return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+
+
+def claim_run_dir(out: Path, cfg) -> None:
+    """Record `cfg` in `out/config.yaml`. A run directory already holding a different config is
+    refused: its stages' outputs (data, model, scores) would be silently reused for the new one."""
+    text = yaml.safe_dump(cfg.model_dump(), sort_keys=False)
+    path = out / "config.yaml"
+    if path.exists():
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if old != yaml.safe_load(text):
+            changed = sorted(_diff_keys(old, cfg.model_dump()))
+            raise ConfigError(f"{out} holds a run with another config (differs in: {', '.join(changed[:8])}); "
+                              "resume it with the same config, or use a new --out directory")
+        return
+    with atomic_open(path) as f:
+        f.write(text)
+
+
+def _diff_keys(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]

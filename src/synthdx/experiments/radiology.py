@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from ..config import ExperimentConfig
 from ..datasets import load_records
@@ -21,7 +20,7 @@ from ..progress import StageTimer, console, log, make_progress, run_log
 from ..records import Record
 from ..splits import hash_split
 from ..tasks.multilabel import radiology_task
-from .common import hardware, train_or_reuse
+from .common import claim_run_dir, hardware, train_or_reuse
 
 
 def _records_jsonl(path: Path, records: list[Record]) -> None:
@@ -69,7 +68,7 @@ def run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
 
 
 def _run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    claim_run_dir(out, cfg)
     timer = StageTimer()
     task = radiology_task(cfg.train.max_text_tokens)
     names = task.label_space.names

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import yaml
 
 from ..config import RareDdxConfig
 from ..io import read_jsonl, write_json, write_jsonl
@@ -29,7 +28,7 @@ from ..patients import Case
 from ..progress import StageTimer, console, log, make_progress, run_log
 from ..records import Record
 from ..splits import hash_bucket
-from .common import hardware, train_or_reuse
+from .common import claim_run_dir, hardware, train_or_reuse
 
 # Reese et al. 2024, AJHG: 5,213 phenopacket-store cases (not the same cases as here)
 PUBLISHED = {
@@ -155,7 +154,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     from ..tasks.rare_ddx import rare_ddx_task
     from ..tasks.rare_ddx_render import render_summary
 
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    claim_run_dir(out, cfg)
     timer = StageTimer()
     data_dir, pred_dir = out / "data", out / "predictions"
     k = cfg.rerank.top_k
