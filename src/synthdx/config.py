@@ -107,7 +107,7 @@ class HPOSyntheticConfig(_Strict):
 
 
 class RerankConfig(_Strict):
-    top_k: int = Field(10, ge=2, description="The knowledge ranker's top K go to the model.")
+    top_k: int = Field(10, ge=10, description="The knowledge ranker's top K go to the model (rankings hold K >= 10).")
     weights: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, float("inf")],
                                  description="Fusion weights tried on the synthetic validation patients.")
 

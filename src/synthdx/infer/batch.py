@@ -79,13 +79,12 @@ def predict_file(model: str, input_path: Path, output: Path, task: str | None = 
     if spec is None:
         raise SynthdxError(f"{model} is not a synthdx-trained model: name the task with --task")
 
-    sink = ResumableOutput(output)
-    todo = [r for r in records if r.id not in sink.done]
-
     device = default_device()
     dtype = pick_dtype(device)
     tok = load_tokenizer(model_path)
     lm = load_causal_lm(model_path, device=device)
+    sink = ResumableOutput(output)  # opened once the model loads: a failed load leaves no file
+    todo = [r for r in records if r.id not in sink.done]
     chunk = batch_size * 4  # sorted by length within a chunk, written when the chunk is done
     with make_progress() as bar:
         t = bar.add_task("predicting", total=len(records), completed=len(sink.done), info="")
@@ -175,10 +174,10 @@ def rank_file(model: str, input_path: Path, output: Path, top_k: int | None = No
     w = float("inf") if w is None else float(w)
     ranker = PhenotypeRanker(knowledge, candidate_ids=list(task.names)).fit()
 
-    sink = ResumableOutput(output)
-    todo = [c for c in cases if c.id not in sink.done]
     tok = load_tokenizer(model_path)
     lm = load_causal_lm(model_path, device=default_device())
+    sink = ResumableOutput(output)
+    todo = [c for c in cases if c.id not in sink.done]
     with make_progress() as bar:
         t = bar.add_task("ranking", total=len(cases), completed=len(sink.done), info="")
         for c0 in range(0, len(todo), chunk):
