@@ -331,6 +331,8 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
                       "times a weight chosen on held-out synthetic patients."),
                 notes=["With own publication left out, only retrieval changes: the model's weights were trained "
                        "on patients generated from the full annotations, which flatters the model rows."]),
+        _by_terms_section({**{f"{n} (all cases)": v for n, v in systems_all.items() if "left out" not in n},
+                           **{f"{n} ({n_model} cases)": v for n, v in systems.items() if "left out" not in n}}),
         Section("Held-out synthetic patients (where the fusion weight is chosen)", header=["system", "top-1", "MRR"],
                 rows=[[n, f"{d['top1']:.3f}", f"{d['mrr']:.3f}"] for n, d in synthetic_scores.items()]),
         Section("Fusion weights tried on synthetic patients",
@@ -366,3 +368,18 @@ def _shape_rows(shapes: dict[str, dict]) -> list[list[str]]:
             cells.append("—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
         rows.append([key] + cells)
     return rows
+
+
+def _by_terms_section(systems: dict[str, dict]):
+    """Top-1 by number of observed terms (over all cases of each bin; uncovered ones are misses)."""
+    from ..evaluate.ranking_report import Section
+
+    bins = list(dict.fromkeys(b for s in systems.values() for b in s.get("by_n_observed", {})))
+    rows = []
+    for name, s in systems.items():
+        cells = []
+        for b in bins:
+            d = s.get("by_n_observed", {}).get(b)
+            cells.append("—" if d is None else f"{d['top1']:.3f} (n={d['n']})")
+        rows.append([name] + cells)
+    return Section("Top-1 by number of observed terms", header=["system"] + [f"{b} terms" for b in bins], rows=rows)
