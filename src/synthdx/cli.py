@@ -192,7 +192,7 @@ def eval_(predictions: List[Path] = typer.Argument(..., help="Prediction JSONL f
             y_pred = multi_hot([rows[i]["labels"] for i in ids], names)
             systems[path.stem] = evaluate_system(y_true, y_pred, names, n_resamples=n_resamples, seed=seed)
         write_report(out, "Evaluation against curated labels", systems, names)
-        console.print(format_table(systems))
+        console.print(format_table(systems), soft_wrap=True, markup=False)
     except (SynthdxError, ValueError, KeyError) as e:
         _fail(e)
 

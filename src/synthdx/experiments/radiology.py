@@ -179,7 +179,7 @@ def _run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
     write_report(out, cfg.title, systems, names, extra)
     for name, s in systems.items():
         log.info("%s: micro-F1 %.4f macro-F1 %.4f (n=%d)", name, s["micro"]["f1"], s["macro"]["f1"], len(test))
-    console.print(format_table(systems))
+    console.print(format_table(systems), soft_wrap=True, markup=False)  # wide tables stay one line a row
     console.print(f"report: {out / 'report.html'}")
     return {"systems": systems, "extra": extra}
 

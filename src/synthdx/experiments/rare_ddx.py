@@ -287,7 +287,8 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                      "synthetic_training_diseases": len({c.gold[0] for c in train_cases}),
                      "synthetic_validation_patients": len(val_cases)},
             "training": train_stats, "timings_seconds": timer.timings, "hardware": hardware()})
-        console.print(format_ranking_table({**{f"{n} [all cases]": s for n, s in systems_all.items()}, **systems}))
+        console.print(format_ranking_table({**{f"{n} [all cases]": s for n, s in systems_all.items()}, **systems}),
+                      soft_wrap=True, markup=False)
         console.print(f"report: {out / 'report.html'}")
     return result
 
