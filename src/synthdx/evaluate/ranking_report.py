@@ -10,7 +10,7 @@ from typing import Sequence
 
 from ..io import atomic_open, write_json
 from .ranking import _cell
-from .report import _CSS, _flatten, _html_table, _jsonable, _md_table
+from .report import _flatten, _html_table, _jsonable, _md_table, html_page
 
 __all__ = ["Section", "ranking_rows", "write_ranking_report"]
 
@@ -72,10 +72,7 @@ def _html(title: str, sections: list[Section], extra: dict | None) -> str:
     if extra:
         parts.append("<h2>Details</h2>")
         parts.append(_html_table(["key", "value"], [[k, v] for k, v in _flatten(extra)], num_from=2))
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n"
-            f"<body>\n{chr(10).join(parts)}\n</body></html>\n")
+    return html_page(title, "\n".join(parts))
 
 
 def write_ranking_report(out_dir: Path, title: str, sections: list[Section], metrics: dict,

@@ -261,7 +261,11 @@ def _html(title: str, systems: dict[str, dict], names: list[str], extra: dict | 
         parts.append("<h2>Details</h2>")
         rows_x = [[k, v] for k, v in _flatten(extra)]
         parts.append(_html_table(["key", "value"], rows_x, num_from=2))
-    body = "\n".join(parts)
+    return html_page(title, "\n".join(parts))
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained HTML page (the report's CSS inline) around `body`."""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n"

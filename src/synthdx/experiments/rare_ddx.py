@@ -120,28 +120,18 @@ def _fused_ranks(retrieved, model_scores: list[dict[str, float]], golds, weight:
 
 def choose_weight(retrieved, model_scores, golds, weights: Sequence[float]) -> tuple[float, dict]:
     """The fusion weight with the best top-1 (then MRR) on held-out synthetic patients."""
-    from ..evaluate.ranking import ranking_metrics
-
-    table = {}
-    for w in weights:
-        m = ranking_metrics(_fused_ranks(retrieved, model_scores, golds, w))
-        table[str(w)] = {"top1": m["top1"], "mrr": m["mrr"]}
+    table = {str(w): _quick(_fused_ranks(retrieved, model_scores, golds, w)) for w in weights}
     best = max(weights, key=lambda w: (table[str(w)]["top1"], table[str(w)]["mrr"]))
     return best, table
 
 
 def _ranking_rows(ids, retrieved, model_scores, weight, names) -> list[dict]:
-    from ..infer.rerank import fuse
+    from ..infer.rerank import fuse, ranking_entries
 
     rows = []
     for cid, (top_ids, top_scores, _), ms in zip(ids, retrieved, model_scores):
-        if ms is None:
-            fused = np.asarray(top_scores, dtype=np.float64)
-        else:
-            fused = fuse(top_scores, np.array([ms[d] for d in top_ids]), weight)
-        order = np.argsort(-fused, kind="stable")
-        rows.append({"id": cid, "ranking": [{"id": top_ids[i], "label": names[top_ids[i]],
-                                             "score": round(float(fused[i]), 5)} for i in order]})
+        fused = top_scores if ms is None else fuse(top_scores, np.array([ms[d] for d in top_ids]), weight)
+        rows.append({"id": cid, "ranking": ranking_entries(top_ids, fused, names)})
     return rows
 
 

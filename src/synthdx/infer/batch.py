@@ -152,7 +152,7 @@ def rank_file(model: str, input_path: Path, output: Path, top_k: int | None = No
     from ..tasks.rare_ddx import rare_ddx_task
     from ..tasks.rare_ddx_render import render_summary
     from ..train.sft import TASK_FILE
-    from .rerank import fuse, score_names
+    from .rerank import fuse, ranking_entries, score_names
 
     cases = _load_cases(input_path)
     ids = [c.id for c in cases]
@@ -188,9 +188,7 @@ def rank_file(model: str, input_path: Path, output: Path, top_k: int | None = No
             rows = []
             for case, top, ms, cut in zip(part, tops, scores, truncated):
                 fused = fuse(np.array([s for _, _, s in top]), ms, w)
-                order = np.argsort(-fused, kind="stable")
-                row = {"id": case.id, "ranking": [{"id": top[i][0], "label": task.names[top[i][0]],
-                                                   "score": round(float(fused[i]), 5)} for i in order]}
+                row = {"id": case.id, "ranking": ranking_entries([d for d, _, _ in top], fused, task.names)}
                 if cut:
                     row["truncated"] = True
                 rows.append(row)

@@ -23,7 +23,7 @@ import torch
 
 from .constrained import common_prefix_length, encode_prefix
 
-__all__ = ["fuse", "score_names"]
+__all__ = ["fuse", "ranking_entries", "score_names"]
 
 
 @torch.no_grad()
@@ -85,6 +85,12 @@ def score_names(model, tokenizer, task, texts: Sequence[str], candidates: Sequen
         if progress:
             progress(1)
     return out, truncated
+
+
+def ranking_entries(top_ids: Sequence[str], scores: np.ndarray, names) -> list[dict]:
+    """`[{"id", "label", "score"}, ...]` of the candidates, best first (stable on ties)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    return [{"id": top_ids[i], "label": names[top_ids[i]], "score": round(float(scores[i]), 5)} for i in order]
 
 
 def log_posterior(scores: np.ndarray) -> np.ndarray:
