@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -130,6 +130,100 @@ class RareDdxConfig(_Strict):
     eval: RankingEvalConfig = RankingEvalConfig()
 
 
+# ---------------------------------------------------------------- learning curves
+
+SourceKind = Literal["real", "teacher", "synthetic"]
+
+
+class CurveSource(_Strict):
+    """One curve's training data. 'real': pool records with their curated labels; 'teacher': the
+    same records labelled by the rule teacher (curated labels unused); 'synthetic': generated
+    records. A mix adds N records of `kind` to a fixed `base_n` records of `base`."""
+
+    name: str
+    kind: SourceKind
+    base: SourceKind | None = None
+    base_n: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _mix(self) -> "CurveSource":
+        if (self.base_n is None) != (self.base is None):
+            raise ValueError("a mix needs both base and base_n")
+        return self
+
+
+class CurveLearner(_Strict):
+    kind: Literal["tfidf", "encoder", "llm"]
+    name: str | None = Field(None, description="Label in tables and plots (default: from kind).")
+    max_n: int | None = Field(None, ge=1, description="Train this learner only at sizes up to max_n (cost).")
+    seeds: list[int] | None = Field(None, description="Seeds for this learner (default: the config's seeds).")
+    sources: list[str] | None = Field(None, description="Train this learner only on these sources (default: all).")
+    options: dict = Field(default_factory=dict, description="encoder: epochs, max_length, batch_size, learning_rate.")
+    train: TrainSection | None = Field(None, description="llm: the fine-tuning settings.")
+
+    @property
+    def label(self) -> str:
+        return self.name or {"tfidf": "TF-IDF + LR", "encoder": "MiniLM encoder", "llm": "fine-tuned LLM"}[self.kind]
+
+
+class CurveData(DataConfig):
+    loader: Literal["auto", "iu-xray", "jsonl", "csv", "parquet", "mtsamples"] = "auto"
+    min_label_count: int = Field(20, ge=1, description="mtsamples: drop specialties with fewer distinct texts.")
+    near_duplicate: float = Field(0.9, gt=0, le=1, description=(
+        "Texts this similar (character 5-gram Jaccard) are one group: a group stays on one side of the split."))
+
+
+class CurveEval(_Strict):
+    n_resamples: int = Field(1000, ge=100)
+    seed: int = 0
+    batch_size: int = Field(32, ge=1)
+
+
+class CurveConfig(_Strict):
+    experiment: Literal["curve"]
+    title: str = "Learning curves"
+    task: Literal["radiology", "mtsamples"]
+    data: CurveData
+    teacher: TeacherConfig = TeacherConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    sources: list[CurveSource]
+    sizes: list[int] = Field(default_factory=lambda: [50, 100, 200, 300, 500, 1000])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    learners: list[CurveLearner]
+    eval: CurveEval = CurveEval()
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 1:
+            raise ValueError("sizes must be positive numbers of training records")
+        return sorted(set(v))
+
+    @field_validator("sources")
+    @classmethod
+    def _names(cls, v: list[CurveSource]) -> list[CurveSource]:
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError("source names must be unique")
+        for s in v:
+            if s.base is not None and s.base == s.kind:
+                raise ValueError(f"source {s.name!r}: a mix adds records of another kind than its base")
+        return v
+
+    @field_validator("learners")
+    @classmethod
+    def _learners(cls, v: list[CurveLearner], info) -> list[CurveLearner]:
+        labels = [lr.label for lr in v]
+        if len(set(labels)) != len(labels):
+            raise ValueError("learners need distinct names (set `name`)")
+        known = {s.name for s in info.data.get("sources") or []}
+        for lr in v:
+            unknown = sorted(set(lr.sources or []) - known)
+            if unknown:
+                raise ValueError(f"learner {lr.label!r} names unknown sources: {', '.join(unknown)}")
+        return v
+
+
 def _format_errors(e: ValidationError) -> str:
     lines = []
     for err in e.errors():
@@ -162,7 +256,11 @@ def _merge(base: dict, extra: dict) -> dict:
     return base
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig | RareDdxConfig:
+CONFIG_KINDS = {"radiology": ExperimentConfig, "rare-ddx": RareDdxConfig, "curve": CurveConfig}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None
+                ) -> ExperimentConfig | RareDdxConfig | CurveConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
@@ -174,7 +272,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     raw = _merge(raw, parse_overrides(overrides or []))
     try:
-        kind = RareDdxConfig if raw.get("experiment") == "rare-ddx" else ExperimentConfig
+        kind = CONFIG_KINDS.get(raw.get("experiment"), ExperimentConfig)
         cfg = kind.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{path}: invalid config\n{_format_errors(e)}") from None

@@ -3,27 +3,15 @@ report.md and a self-contained report.html built from titled sections of tables 
 
 from __future__ import annotations
 
-import html
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..io import atomic_open, write_json
 from .ranking import _cell
-from .report import _flatten, _html_table, _jsonable, _md_table, html_page
+from .sections import Section, write_sectioned_report
 
 __all__ = ["Section", "ranking_rows", "write_ranking_report"]
 
 RANKING_HEADER = ["system", "cases", "n", "coverage", "top-1", "top-3", "top-10", "MRR"]
-
-
-@dataclass
-class Section:
-    title: str
-    text: str = ""
-    header: list[str] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def ranking_rows(systems: dict[str, dict], parts: Sequence[str] = ("all", "covered")) -> list[list[str]]:
@@ -44,47 +32,8 @@ def ranking_rows(systems: dict[str, dict], parts: Sequence[str] = ("all", "cover
     return rows
 
 
-def _markdown(title: str, sections: list[Section], extra: dict | None) -> str:
-    out = [f"# {title}", ""]
-    for s in sections:
-        out += [f"## {s.title}", ""]
-        if s.text:
-            out += [s.text, ""]
-        if s.header:
-            out += [_md_table(s.header, s.rows), ""]
-        out += [f"- {n}" for n in s.notes] + ([""] if s.notes else [])
-    if extra:
-        out += ["## Details", "", _md_table(["key", "value"], [[k, v] for k, v in _flatten(extra)],
-                                             align_right_from=2), ""]
-    return "\n".join(out)
-
-
-def _html(title: str, sections: list[Section], extra: dict | None) -> str:
-    parts = [f"<h1>{html.escape(title)}</h1>"]
-    for s in sections:
-        parts.append(f"<h2>{html.escape(s.title)}</h2>")
-        if s.text:
-            parts.append(f"<p>{html.escape(s.text)}</p>")
-        if s.header:
-            parts.append(_html_table(s.header, s.rows, num_from=2))
-        if s.notes:
-            parts.append('<ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in s.notes) + "</ul>")
-    if extra:
-        parts.append("<h2>Details</h2>")
-        parts.append(_html_table(["key", "value"], [[k, v] for k, v in _flatten(extra)], num_from=2))
-    return html_page(title, "\n".join(parts))
-
-
 def write_ranking_report(out_dir: Path, title: str, sections: list[Section], metrics: dict,
                          extra: dict | None = None) -> dict[str, Path]:
     """Write metrics.json ({"title", "systems": metrics, "extra"}), report.md and report.html
     into `out_dir`, each atomically."""
-    out_dir = Path(out_dir)
-    extra = _jsonable(extra) if extra else None
-    paths = {"json": out_dir / "metrics.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
-    write_json(paths["json"], {"title": title, "systems": _jsonable(metrics), "extra": extra or {}})
-    with atomic_open(paths["md"]) as f:
-        f.write(_markdown(title, sections, extra))
-    with atomic_open(paths["html"]) as f:
-        f.write(_html(title, sections, extra))
-    return paths
+    return write_sectioned_report(out_dir, title, sections, metrics, extra)

@@ -138,6 +138,17 @@ def radiology_task(max_text_tokens: int = 320) -> MultiLabelTask:
                           instruction=RADIOLOGY_INSTRUCTION, max_text_tokens=max_text_tokens)
 
 
+SPECIALTY_SYSTEM = "You are a clinical documentation specialist."
+SPECIALTY_INSTRUCTION = "Name the medical specialties this transcribed clinical document is filed under."
+
+
+def specialty_task(label_space: LabelSpace, max_text_tokens: int = 320) -> MultiLabelTask:
+    """MTSamples: the specialties of a transcription (label space from the data, see datasets.mtsamples)."""
+    return MultiLabelTask(name="specialty", label_space=label_space, system_prompt=SPECIALTY_SYSTEM,
+                          instruction=SPECIALTY_INSTRUCTION, empty_answer="Other specialty",
+                          max_text_tokens=max_text_tokens)
+
+
 TASKS = {"radiology": radiology_task}
 
 

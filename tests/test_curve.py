@@ -1,0 +1,75 @@
+"""Learning curves: point statistics against a hand computation, the equivalent number of real
+examples, nested training sets, and a tiny curve run end to end (TF-IDF learner)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from synthdx.config import CurveSource
+from synthdx.evaluate.bootstrap import bootstrap_ci, micro_f1, resample_indices
+from synthdx.evaluate.curve import equivalent_n, point_scores
+from synthdx.experiments.curve import training_set
+from synthdx.records import Record
+
+
+def _random_pair(seed: int, n: int = 60, L: int = 4):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 2, size=(n, L)), rng.integers(0, 2, size=(n, L))
+
+
+def test_one_seed_point_is_the_plain_bootstrap():
+    t, p = _random_pair(0)
+    got = point_scores(t, [p], n_resamples=300, seed=7)["micro_f1"]
+    point, lo, hi = bootstrap_ci(micro_f1, t, p, n_resamples=300, seed=7)
+    assert got["mean"] == pytest.approx(point)
+    assert (got["lo"], got["hi"]) == pytest.approx((lo, hi))
+    assert got["sd"] == 0.0
+
+
+def test_band_is_the_bootstrap_of_the_seed_mean():
+    t, p1 = _random_pair(1)
+    _, p2 = _random_pair(2)
+    got = point_scores(t, [p1, p2], n_resamples=200, seed=3)["micro_f1"]
+    means = [(micro_f1(t[idx], p1[idx]) + micro_f1(t[idx], p2[idx])) / 2
+             for block in resample_indices(len(t), 200, 3) for idx in block]
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    assert got["mean"] == pytest.approx((micro_f1(t, p1) + micro_f1(t, p2)) / 2)
+    assert (got["lo"], got["hi"]) == pytest.approx((lo, hi))
+    assert got["sd"] == pytest.approx(np.std([micro_f1(t, p1), micro_f1(t, p2)], ddof=1))
+
+
+def test_equivalent_real_examples_by_hand():
+    real = [(50, 0.5), (100, 0.6), (200, 0.7)]
+    # halfway between 100 and 200 in log n: sqrt(100 * 200)
+    assert equivalent_n(real, 0.65)["n"] == pytest.approx(math.sqrt(20000))
+    assert equivalent_n(real, 0.5)["n"] == pytest.approx(50)
+    assert equivalent_n(real, 0.4)["n"] is None and "below" in equivalent_n(real, 0.4)["note"]
+    assert equivalent_n(real, 0.8)["n"] is None and "above" in equivalent_n(real, 0.8)["note"]
+    # a dip: the first crossing from below counts
+    assert equivalent_n([(50, 0.5), (100, 0.7), (200, 0.6)], 0.65)["n"] == pytest.approx(50 * 2 ** 0.75)
+
+
+def _pool(prefix: str, n: int) -> list[Record]:
+    return [Record(f"{prefix}{i}", f"text {prefix} {i}", []) for i in range(n)]
+
+
+def test_training_sets_are_nested_and_seeded():
+    pools = {"real": _pool("r", 50), "synthetic": _pool("s", 30)}
+    real = CurveSource(name="real", kind="real")
+    small, large = training_set(real, pools, 10, 0), training_set(real, pools, 20, 0)
+    assert [r.id for r in large[:10]] == [r.id for r in small]
+    assert [r.id for r in training_set(real, pools, 10, 1)] != [r.id for r in small]
+    assert training_set(real, pools, 51, 0) is None
+    mix = CurveSource(name="mix", kind="real", base="synthetic", base_n=30)
+    m10, m20 = training_set(mix, pools, 10, 0), training_set(mix, pools, 20, 0)
+    assert len(m10) == 40 and {r.id for r in m10[:30]} == {r.id for r in pools["synthetic"]}
+    assert [r.id for r in m20[:40]] == [r.id for r in m10]
+    assert training_set(CurveSource(name="m", kind="real", base="synthetic", base_n=31), pools, 5, 0) is None
+
+
+def test_a_mix_needs_base_and_base_n():
+    with pytest.raises(ValueError, match="base and base_n"):
+        CurveSource(name="m", kind="real", base="synthetic")
