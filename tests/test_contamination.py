@@ -193,3 +193,34 @@ def test_guard_ignores_empty_text_records():
     train = [Record(id="a", text=""), Record(id="b", text=TRAIN_TEXTS[0])]
     test = [Record(id="c", text=""), Record(id="d", text="   ")]
     guard_contamination(train, test)
+
+
+def test_duplicate_groups_are_connected_components():
+    import itertools
+    import random
+
+    from synthdx.evaluate.contamination import _check_texts, duplicate_groups
+
+    rng = random.Random(0)
+    words = ["heart", "lungs", "clear", "normal", "size", "no", "effusion", "pneumothorax", "mild", "opacity"]
+    base = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(15)]
+    texts = base + [t.upper() + "." for t in base[:4]] + [t.replace("heart", "hearts", 1) for t in base[4:8]] + [""]
+    groups = duplicate_groups(texts, 0.8)
+    # brute force: union of all pairs with equal normalised text or shingle Jaccard >= 0.8
+    norm = _check_texts(texts, "t")
+    sh = [{t[k:k + 5] for k in range(len(t) - 4)} for t in norm]
+    parent = list(range(len(texts)))
+
+    def find(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, j in itertools.combinations(range(len(texts)), 2):
+        same = norm[i] and norm[i] == norm[j]
+        near = sh[i] and sh[j] and len(sh[i] & sh[j]) / len(sh[i] | sh[j]) >= 0.8
+        if same or near:
+            a, b = find(i), find(j)
+            parent[max(a, b)] = min(a, b)
+    assert groups == [find(i) for i in range(len(texts))]
+    assert groups[15] == 0 and groups[-1] == len(texts) - 1  # an upper-cased copy joins; "" stays alone

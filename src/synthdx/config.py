@@ -21,6 +21,12 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.3, gt=0, lt=1, description="Share of records (by hash of id) in the test part.")
     split_salt: str = "synthdx"
     max_train_pool: int | None = Field(None, ge=1, description="Use at most this many pool records for training.")
+    near_duplicate: float = Field(0.9, gt=0, le=1, description=(
+        "Texts this similar (character 5-gram Jaccard) form one duplicate group; a group stays on one "
+        "side of every split, and the contamination guard refuses a test text this close to a training text."))
+    validation_fraction: float = Field(0.0, ge=0, lt=1, description=(
+        "Share of the pool (by hash of duplicate group) held out of training to tune per-label "
+        "thresholds; its labels come from the teacher, never the curated ones. 0: no tuning."))
 
 
 class TeacherConfig(_Strict):
@@ -62,6 +68,9 @@ class EvalConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     n_resamples: int = Field(1000, ge=100)
     seed: int = 0
+    error_examples: int = Field(6, ge=0, description="Misclassified test records shown in the report.")
+    include_text: bool = Field(False, description=(
+        "Show the error examples' text in the report (off by default: private data stays out of reports)."))
 
 
 class ExperimentConfig(_Strict):
@@ -169,8 +178,6 @@ class CurveLearner(_Strict):
 class CurveData(DataConfig):
     loader: Literal["auto", "iu-xray", "jsonl", "csv", "parquet", "mtsamples"] = "auto"
     min_label_count: int = Field(20, ge=1, description="mtsamples: drop specialties with fewer distinct texts.")
-    near_duplicate: float = Field(0.9, gt=0, le=1, description=(
-        "Texts this similar (character 5-gram Jaccard) are one group: a group stays on one side of the split."))
 
 
 class CurveEval(_Strict):

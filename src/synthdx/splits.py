@@ -27,3 +27,24 @@ def hash_split(records: Sequence[Record], test_fraction: float, salt: str = "syn
         key = str(r.meta.get(group_key, r.id)) if group_key else r.id
         (test if hash_bucket(key, salt) < test_fraction else pool).append(r)
     return pool, test
+
+
+def duplicate_aware_split(records: Sequence[Record], test_fraction: float, salt: str = "synthdx",
+                          near_threshold: float = 0.9) -> tuple[list[Record], list[Record], dict]:
+    """`hash_split` by duplicate group: records whose texts are the same or nearly the same
+    (character 5-gram Jaccard >= near_threshold) share `meta["duplicate_group"]` (the id of the
+    group's first record) and land on one side. Returns (pool, test, summary)."""
+    from collections import Counter
+
+    from .evaluate.contamination import duplicate_groups
+
+    groups = duplicate_groups([r.text for r in records], near_threshold)
+    for r, g in zip(records, groups):
+        r.meta["duplicate_group"] = records[g].id
+    pool, test = hash_split(records, test_fraction, salt, group_key="duplicate_group")
+    sizes = Counter(groups)
+    return pool, test, {
+        "records": len(records), "pool": len(pool), "test": len(test),
+        "records_in_duplicate_groups": sum(1 for g in groups if sizes[g] > 1),
+        "split_rule": f"test if sha256('{salt}:'+duplicate group) maps below {test_fraction}; a group = "
+                      f"texts with character 5-gram Jaccard >= {near_threshold}"}

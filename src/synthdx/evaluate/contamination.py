@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import SynthdxError
 from ..records import Record
 
-__all__ = ["ContaminationError", "find_overlap", "guard_contamination", "normalise_text"]
+__all__ = ["ContaminationError", "duplicate_groups", "find_overlap", "guard_contamination", "normalise_text"]
 
 _PUNCT_RE = re.compile(r"[^\w\s]|_")
 _SPACE_RE = re.compile(r"\s+")
@@ -96,32 +96,73 @@ def find_overlap(train_texts: Sequence[str], test_texts: Sequence[str], near_thr
     return [best[i] for i in sorted(best)]
 
 
-def _near(train: list[str], cand: list[int], test: list[str], todo: list[int], threshold: float,
-          ngram: int) -> dict[int, dict[str, Any]]:
-    """Best near match (Jaccard >= threshold) of each test text in `todo` among train texts `cand`."""
+def _jaccard_blocks(train: list[str], test: list[str], ngram: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first test row, Jaccard block of shape (rows, len(train))) over blocks of test rows; every
+    text must have at least one shingle (len >= ngram)."""
     from sklearn.feature_extraction.text import CountVectorizer
 
     vec = CountVectorizer(analyzer="char", ngram_range=(ngram, ngram), lowercase=False, binary=True,
                           dtype=np.int32)
-    X = vec.fit_transform([train[j] for j in cand] + [test[i] for i in todo]).tocsr()  # one pass
-    A, B = X[:len(cand)], X[len(cand):]  # train / test shingle sets, binary rows
+    X = vec.fit_transform(train + test).tocsr()  # one vocabulary for both sides: no collisions
+    A, B = X[:len(train)], X[len(train):]  # train / test shingle sets, binary rows
     size_a = np.asarray(A.sum(axis=1)).ravel().astype(np.int64)
     size_b = np.asarray(B.sum(axis=1)).ravel().astype(np.int64)
     AT = A.T.tocsc()  # the (shingle x train) side of every block product, built once
-    out: dict[int, dict[str, Any]] = {}
-    step = max(1, _BLOCK_CELLS // max(1, len(cand)))
-    for start in range(0, len(todo), step):
-        stop = min(start + step, len(todo))
+    step = max(1, _BLOCK_CELLS // max(1, len(train)))
+    for start in range(0, len(test), step):
+        stop = min(start + step, len(test))
         inter = (B[start:stop] @ AT).toarray().astype(np.int64)  # |A n B| for the block's pairs
         union = size_b[start:stop, None] + size_a[None, :] - inter
-        jac = inter / np.maximum(union, 1)  # union >= 1: every text here has a shingle
+        yield start, inter / np.maximum(union, 1)  # union >= 1: every text here has a shingle
+
+
+def _near(train: list[str], cand: list[int], test: list[str], todo: list[int], threshold: float,
+          ngram: int) -> dict[int, dict[str, Any]]:
+    """Best near match (Jaccard >= threshold) of each test text in `todo` among train texts `cand`."""
+    out: dict[int, dict[str, Any]] = {}
+    for start, jac in _jaccard_blocks([train[j] for j in cand], [test[i] for i in todo], ngram):
         arg = jac.argmax(axis=1)  # first (lowest train index) among ties
-        top = jac[np.arange(stop - start), arg]
+        top = jac[np.arange(len(jac)), arg]
         for r in np.flatnonzero(top >= threshold):
             i = todo[start + r]
             out[i] = {"test_index": i, "train_index": cand[int(arg[r])], "kind": "near",
                       "similarity": float(top[r])}
     return out
+
+
+def duplicate_groups(texts: Sequence[str], near_threshold: float | None = 0.9, ngram: int = 5) -> list[int]:
+    """For each text, the index of the first text of its duplicate group: texts equal after
+    normalisation, or linked by a chain of pairs with shingle Jaccard >= near_threshold, form one
+    group (connected components). A split that keeps groups whole cannot put a text on one side and
+    its (near) copy on the other, so the guard then has nothing to find between the two sides."""
+    norm = _check_texts(texts, "texts")
+    parent = list(range(len(norm)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)  # the root is always the group's first index
+
+    first: dict[str, int] = {}
+    for i, t in enumerate(norm):
+        if t:
+            union(i, first.setdefault(t, i))
+    if near_threshold is not None:
+        # one representative per exact group is enough for the near pairs
+        reps = [i for i, t in enumerate(norm) if t and first[t] == i and len(t) >= ngram]
+        texts_r = [norm[i] for i in reps]
+        for start, jac in _jaccard_blocks(texts_r, texts_r, ngram):
+            rows, cols = np.nonzero(jac >= near_threshold)
+            for r, c in zip(rows, cols):
+                if c < start + r:
+                    union(reps[start + r], reps[c])
+    return [find(i) for i in range(len(norm))]
 
 
 def guard_contamination(train: Sequence[Record], test: Sequence[Record], near_threshold: float | None = 0.9,

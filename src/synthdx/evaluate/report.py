@@ -175,7 +175,10 @@ _CONVENTION = ("F1 with zero_division=0 (a label with no true and no predicted p
                "macro-F1 is the unweighted mean over all labels of the label space.")
 
 
-def _markdown(title: str, systems: dict[str, dict], names: list[str], extra: dict | None) -> str:
+def _markdown(title: str, systems: dict[str, dict], names: list[str], extra: dict | None,
+              sections: list | None = None) -> str:
+    from .sections import section_markdown
+
     out = [f"# {title}", ""]
     header, rows = headline_rows(systems)
     out += [_md_table(header, rows), ""]
@@ -189,6 +192,8 @@ def _markdown(title: str, systems: dict[str, dict], names: list[str], extra: dic
     out += [_md_table(lh, lr, bold=best, bold_offset=2), ""]
     if len(systems) > 1:
         out += ["Bold: the best F1 of the row.", ""]
+    for s in sections or []:
+        out += section_markdown(s)
     if extra:
         out += ["## Details", "", _md_table(["key", "value"], [[k, v] for k, v in _flatten(extra)],
                                              align_right_from=2), ""]
@@ -241,7 +246,10 @@ def _html_table(header: list[str], rows: list[list[str]], num_from: int = 1,
     return f"<table><thead><tr>{h}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _html(title: str, systems: dict[str, dict], names: list[str], extra: dict | None) -> str:
+def _html(title: str, systems: dict[str, dict], names: list[str], extra: dict | None,
+          sections: list | None = None) -> str:
+    from .sections import section_html
+
     parts = [f"<h1>{html.escape(title)}</h1>"]
     header, rows = headline_rows(systems)
     parts.append(_html_table(header, rows))
@@ -257,6 +265,8 @@ def _html(title: str, systems: dict[str, dict], names: list[str], extra: dict | 
     parts.append(_html_table(lh, lr, best=best, best_offset=2))
     if len(systems) > 1:
         parts.append('<p class="small">Highlighted: the best F1 of the row.</p>')
+    for s in sections or []:
+        parts += section_html(s)
     if extra:
         parts.append("<h2>Details</h2>")
         rows_x = [[k, v] for k, v in _flatten(extra)]
@@ -273,18 +283,24 @@ def html_page(title: str, body: str) -> str:
 
 
 def write_report(out_dir: Path, title: str, systems: dict[str, dict], names: list[str],
-                 extra: dict | None = None) -> dict[str, Path]:
+                 extra: dict | None = None, sections: list | None = None,
+                 evidence: dict | None = None) -> dict[str, Path]:
     """Write `metrics.json` (title, label names, every system's dict, extra), `report.md` and
     `report.html` (headline table, per-label F1 with support, and a Details section from `extra`)
-    into `out_dir`, each atomically. Returns {"json"|"md"|"html": path}."""
+    into `out_dir`, each atomically; `sections` (evaluate.sections.Section: paired tests,
+    calibration, ...) go before the Details, and `evidence` (their numbers) into metrics.json.
+    Returns {"json"|"md"|"html": path}."""
+    from .sections import write_plot_files
+
     out_dir = Path(out_dir)
     systems = _jsonable(systems)
     extra = _jsonable(extra) if extra else None
     paths = {"json": out_dir / "metrics.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
     write_json(paths["json"], {"title": title, "labels": list(names), "systems": systems,
-                               "extra": extra or {}})
+                               "evidence": _jsonable(evidence or {}), "extra": extra or {}})
+    write_plot_files(out_dir, sections or [])
     with atomic_open(paths["md"]) as f:
-        f.write(_markdown(title, systems, list(names), extra))
+        f.write(_markdown(title, systems, list(names), extra, sections))
     with atomic_open(paths["html"]) as f:
-        f.write(_html(title, systems, list(names), extra))
+        f.write(_html(title, systems, list(names), extra, sections))
     return paths

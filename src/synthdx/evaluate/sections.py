@@ -42,16 +42,41 @@ class Section:
     """Columns from this one on are numbers (right-aligned, intervals muted)."""
 
 
+def section_markdown(s: Section) -> list[str]:
+    out = [f"## {s.title}", ""]
+    if s.text:
+        out += [s.text, ""]
+    if s.header:
+        out += [_md_table(s.header, s.rows, align_right_from=s.num_from), ""]
+    out += [f"![{p.alt or p.name}](plots/{p.name}.png)" for p in s.plots] + ([""] if s.plots else [])
+    return out + [f"- {n}" for n in s.notes] + ([""] if s.notes else [])
+
+
+def section_html(s: Section) -> list[str]:
+    parts = [f"<h2>{html.escape(s.title)}</h2>"]
+    if s.text:
+        parts.append(f"<p>{html.escape(s.text)}</p>")
+    if s.header:
+        parts.append(_html_table(s.header, s.rows, num_from=s.num_from))
+    for p in s.plots:
+        parts.append(f'<p><img src="{p.data_uri}" alt="{html.escape(p.alt or p.name)}" style="max-width:100%"></p>')
+    if s.notes:
+        parts.append('<ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in s.notes) + "</ul>")
+    return parts
+
+
+def write_plot_files(out_dir: Path, sections: list[Section]) -> None:
+    """The PNGs report.md links to, in out_dir/plots/."""
+    for s in sections:
+        for p in s.plots:
+            with atomic_open(out_dir / "plots" / f"{p.name}.png", "wb", encoding=None) as f:
+                f.write(base64.b64decode(p.data_uri.split(",", 1)[1]))
+
+
 def _markdown(title: str, sections: list[Section], extra: dict | None) -> str:
     out = [f"# {title}", ""]
     for s in sections:
-        out += [f"## {s.title}", ""]
-        if s.text:
-            out += [s.text, ""]
-        if s.header:
-            out += [_md_table(s.header, s.rows, align_right_from=s.num_from), ""]
-        out += [f"![{p.alt or p.name}](plots/{p.name}.png)" for p in s.plots] + ([""] if s.plots else [])
-        out += [f"- {n}" for n in s.notes] + ([""] if s.notes else [])
+        out += section_markdown(s)
     if extra:
         out += ["## Details", "", _md_table(["key", "value"], [[k, v] for k, v in _flatten(extra)],
                                              align_right_from=2), ""]
@@ -61,16 +86,7 @@ def _markdown(title: str, sections: list[Section], extra: dict | None) -> str:
 def _html(title: str, sections: list[Section], extra: dict | None) -> str:
     parts = [f"<h1>{html.escape(title)}</h1>"]
     for s in sections:
-        parts.append(f"<h2>{html.escape(s.title)}</h2>")
-        if s.text:
-            parts.append(f"<p>{html.escape(s.text)}</p>")
-        if s.header:
-            parts.append(_html_table(s.header, s.rows, num_from=s.num_from))
-        for p in s.plots:
-            parts.append(f'<p><img src="{p.data_uri}" alt="{html.escape(p.alt or p.name)}" '
-                         f'style="max-width:100%"></p>')
-        if s.notes:
-            parts.append('<ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in s.notes) + "</ul>")
+        parts += section_html(s)
     if extra:
         parts.append("<h2>Details</h2>")
         parts.append(_html_table(["key", "value"], [[k, v] for k, v in _flatten(extra)], num_from=2))
@@ -85,10 +101,7 @@ def write_sectioned_report(out_dir: Path, title: str, sections: list[Section], m
     extra = _jsonable(extra) if extra else None
     paths = {"json": out_dir / "metrics.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
     write_json(paths["json"], {"title": title, "systems": _jsonable(metrics), "extra": extra or {}})
-    for s in sections:
-        for p in s.plots:
-            with atomic_open(out_dir / "plots" / f"{p.name}.png", "wb", encoding=None) as f:
-                f.write(base64.b64decode(p.data_uri.split(",", 1)[1]))
+    write_plot_files(out_dir, sections)
     with atomic_open(paths["md"]) as f:
         f.write(_markdown(title, sections, extra))
     with atomic_open(paths["html"]) as f:

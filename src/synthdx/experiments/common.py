@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import platform
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import yaml
 
 from ..errors import ConfigError
-from ..io import atomic_open
+from ..io import atomic_open, read_jsonl, write_jsonl
 from ..progress import console, log, make_progress
 from ..records import Record
 
@@ -42,6 +42,15 @@ def train_or_reuse(records: Sequence[Record], task, out: Path, train_section) ->
     console.print(msg)
     log.info(msg)
     return stats
+
+
+def cached_records(path: Path, make: Callable[[], list[Record]]) -> list[Record]:
+    """The records in `path` (JSONL) when a previous run wrote them, else `make()`, written there."""
+    if path.exists():
+        return [Record.from_dict(row) for _, row in read_jsonl(path)]
+    records = make()
+    write_jsonl(path, (r.to_dict() for r in records))
+    return records
 
 
 def hardware() -> dict:
