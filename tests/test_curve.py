@@ -73,3 +73,44 @@ def test_training_sets_are_nested_and_seeded():
 def test_a_mix_needs_base_and_base_n():
     with pytest.raises(ValueError, match="base and base_n"):
         CurveSource(name="m", kind="real", base="synthetic")
+
+
+def test_tiny_radiology_curve_end_to_end_and_resume(tmp_path):
+    import json
+
+    from synthdx.config import CurveConfig
+    from synthdx.experiments.curve import run_curve
+    from synthdx.io import write_jsonl
+    from synthdx.synth.radiology_reports import RadiologyReportGenerator
+
+    real = RadiologyReportGenerator(seed=321).generate(120)
+    path = tmp_path / "reports.jsonl"
+    write_jsonl(path, ({"id": f"real-{i}", "text": r.text, "labels": r.labels} for i, r in enumerate(real)))
+    cfg = CurveConfig.model_validate({
+        "experiment": "curve", "task": "radiology",
+        "data": {"path": str(path), "loader": "jsonl", "test_fraction": 0.3},
+        "sources": [{"name": "real", "kind": "real"}, {"name": "teacher", "kind": "teacher"},
+                    {"name": "synthetic", "kind": "synthetic"},
+                    {"name": "10 synthetic + real", "kind": "real", "base": "synthetic", "base_n": 10}],
+        "sizes": [10, 20, 100], "seeds": [0, 1],
+        "learners": [{"kind": "tfidf"}], "eval": {"n_resamples": 100}})
+    out = tmp_path / "curve"
+    result = run_curve(cfg, out)
+    curves = result["curves"]["TF-IDF + LR"]
+    assert set(curves) == {"real", "teacher", "synthetic", "10 synthetic + real"}
+    # 100 is more than the real pool holds (83): skipped and said; the synthetic pool is generated to size
+    assert [p["n"] for p in curves["real"]] == [10, 20] and [p["n"] for p in curves["synthetic"]] == [10, 20, 100]
+    assert any("real / n=100" in s for s in result["skipped_points"])
+    point = curves["synthetic"][1]
+    assert point["seeds"] == 2 and point["micro_f1"]["lo"] <= point["micro_f1"]["mean"] <= point["micro_f1"]["hi"]
+    assert "equivalent_real_n" in point["micro_f1"] and "equivalent_real_n" not in curves["real"][0]["micro_f1"]
+    assert "rule teacher" in result["references"]
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 2  # micro and macro plot of the one learner
+    # a rerun reuses every finished point
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "points").rglob("*.json")}
+    assert len(stamps) == 3 * 2 * 2 + 3 * 2
+    again = run_curve(cfg, out)
+    assert {p: p.stat().st_mtime_ns for p in (out / "points").rglob("*.json")} == stamps
+    assert json.loads((out / "metrics.json").read_text())["systems"]["curves"] == json.loads(
+        json.dumps(again["curves"]))

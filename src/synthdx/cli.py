@@ -42,7 +42,7 @@ def run(config: Path = typer.Argument(..., help="Experiment config (YAML)."),
         verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Run an experiment config end to end: data, teacher, training, prediction, evaluation, report."""
     _setup_logging(verbose)
-    from .config import RareDdxConfig, load_config
+    from .config import CurveConfig, RareDdxConfig, load_config
 
     try:
         cfg = load_config(config, set_ or [])
@@ -50,12 +50,36 @@ def run(config: Path = typer.Argument(..., help="Experiment config (YAML)."),
             from .experiments.rare_ddx import run_rare_ddx
 
             run_rare_ddx(cfg, out)
+        elif isinstance(cfg, CurveConfig):
+            from .experiments.curve import run_curve
+
+            run_curve(cfg, out)
         else:
             from .experiments.radiology import run_radiology
 
             run_radiology(cfg, out)
     except (SynthdxError, ValueError, FileNotFoundError) as e:
         _fail(e)
+
+
+@app.command()
+def curve(config: Path = typer.Argument(..., help="Learning-curve config (YAML, experiment: curve)."),
+          out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; an existing one is resumed)."),
+          set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: sizes=[50,100]."),
+          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Learning curves: train each learner on N = 50, 100, ... records of each data source (real
+    labels, teacher labels, synthetic, mixes), several seeds a point, score on the real test part,
+    and report the curves with bands and how many real examples each source is worth."""
+    from .config import CurveConfig, load_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+        if not isinstance(cfg, CurveConfig):
+            raise SynthdxError(f"{config}: not a learning-curve config (it needs 'experiment: curve'); "
+                               "use `synthdx run` for other experiments")
+    except (SynthdxError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    run(config, out, set_, verbose)
 
 
 @app.command()
