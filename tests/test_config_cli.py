@@ -240,3 +240,33 @@ def test_predict_errors_are_one_clear_line(tmp_path, tiny_model_dir):
     good.write_text(json.dumps({"id": "a", "text": "ok"}) + "\n", encoding="utf-8")
     result = runner.invoke(app, ["predict", "--model", str(tiny_model_dir), "-i", str(good), "-o", str(out)])
     assert result.exit_code == 2 and "--task" in result.output
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_eval_pairs_systems_and_guards_against_contamination(tmp_path):
+    from synthdx.synth.radiology_reports import RadiologyReportGenerator
+
+    records = RadiologyReportGenerator(seed=5).generate(60)
+    gold = tmp_path / "gold.jsonl"
+    _write_jsonl(gold, [{"id": f"g{i}", "text": r.text, "labels": r.labels} for i, r in enumerate(records)])
+    _write_jsonl(tmp_path / "perfect.jsonl", [{"id": f"g{i}", "labels": r.labels} for i, r in enumerate(records)])
+    _write_jsonl(tmp_path / "normal.jsonl", [{"id": f"g{i}", "labels": ["No Finding"]} for i in range(60)])
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["eval", str(tmp_path / "perfect.jsonl"), str(tmp_path / "normal.jsonl"),
+                                 "--gold", str(gold), "--out", str(out), "--n-resamples", "200"])
+    assert result.exit_code == 0, result.output
+    paired = json.loads((out / "metrics.json").read_text())["evidence"]["paired"]
+    assert paired[0]["system_a"] == "perfect" and paired[0]["micro_f1"]["diff"] > 0
+    assert paired[0]["micro_f1"]["p_value"] < 0.01 and "Paired comparisons" in (out / "report.html").read_text()
+    # training records that copy five of the test records: refused, naming ids, never text
+    train = tmp_path / "train.jsonl"
+    _write_jsonl(train, [{"id": f"t{i}", "text": records[i].text.upper(), "labels": []} for i in range(5)]
+                 + [{"id": "t-other", "text": "Completely different words about a knee.", "labels": []}])
+    result = runner.invoke(app, ["eval", str(tmp_path / "perfect.jsonl"), "--gold", str(gold), "--out",
+                                 str(tmp_path / "eval2"), "--train", str(train)])
+    assert result.exit_code == 2
+    flat = _flat(result.output)
+    assert "appearinthetrainingdata" in flat and "'t0'" in flat and not (tmp_path / "eval2").exists()

@@ -195,28 +195,44 @@ def predict(model: str = typer.Option(..., "--model", "-m", help="A trained mode
 def eval_(predictions: List[Path] = typer.Argument(..., help="Prediction JSONL files (rows {id, labels}); "
                                                    "the file name (without .jsonl) names the system."),
           gold: Path = typer.Option(..., "--gold", "-g", help="Curated labels: indiana_reports CSV or JSONL {id, labels}."),
+          train: Optional[Path] = typer.Option(None, "--train", help="The systems' training records (JSONL/CSV): "
+                                               "refuse to score test records that appear in them (near-)exactly."),
+          near_duplicate: float = typer.Option(0.9, help="Character 5-gram Jaccard from which a text counts as a copy."),
           out: Path = typer.Option(Path("eval"), "--out", "-o", help="Where the report goes."),
           task: str = typer.Option("radiology"), n_resamples: int = typer.Option(1000), seed: int = typer.Option(0)) -> None:
-    """Score prediction files against curated labels: micro/macro/per-label P/R/F1 with bootstrap CIs."""
+    """Score prediction files against curated labels: micro/macro/per-label P/R/F1 with bootstrap CIs,
+    and, for two or more files, paired tests of every pair (bootstrap of the difference, McNemar per label)."""
     from .datasets import load_records
     from .evaluate import evaluate_system, format_table, multi_hot, write_report
+    from .evaluate.contamination import guard_contamination
+    from .evaluate.evidence import paired_section
+    from .evaluate.paired import compare_systems
     from .io import read_jsonl
     from .tasks.multilabel import get_task
 
     try:
         names = get_task(task).label_space.names
         gold_records = {r.id: r for r in load_records(gold) if r.labels is not None}
-        systems = {}
-        for path in predictions:
-            rows = {str(row["id"]): row for _, row in read_jsonl(path)}
-            ids = [i for i in gold_records if i in rows]
-            if not ids:
-                raise SynthdxError(f"{path}: no ids in common with {gold}")
-            y_true = multi_hot([gold_records[i].labels for i in ids], names)
-            y_pred = multi_hot([rows[i]["labels"] for i in ids], names)
-            systems[path.stem] = evaluate_system(y_true, y_pred, names, n_resamples=n_resamples, seed=seed)
-        write_report(out, "Evaluation against curated labels", systems, names)
+        rows_by_system = {path.stem: {str(row["id"]): row for _, row in read_jsonl(path)} for path in predictions}
+        ids = [i for i in gold_records if all(i in rows for rows in rows_by_system.values())]
+        if not ids:
+            raise SynthdxError(f"no ids of {gold} are in every prediction file")
+        if train is not None:
+            guard_contamination(load_records(train), [gold_records[i] for i in ids], near_duplicate,
+                                what=f"the records of {gold}")
+        y_true = multi_hot([gold_records[i].labels for i in ids], names)
+        preds = {name: multi_hot([rows[i]["labels"] for i in ids], names) for name, rows in rows_by_system.items()}
+        systems = {name: evaluate_system(y_true, p, names, n_resamples=n_resamples, seed=seed)
+                   for name, p in preds.items()}
+        paired = compare_systems(y_true, preds, None, names, n_resamples=n_resamples, seed=seed) if len(preds) > 1 else []
+        write_report(out, "Evaluation against curated labels", systems, names,
+                     extra={"records scored (ids in every file)": len(ids)},
+                     sections=[paired_section(paired)] if paired else None, evidence={"paired": paired})
         console.print(format_table(systems), soft_wrap=True, markup=False)
+        for c in paired:
+            d = c["micro_f1"]
+            console.print(f"{c['system_a']} - {c['system_b']}: micro-F1 {d['diff']:+.3f} "
+                          f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], p = {d['p_value']:.4f}", markup=False)
     except (SynthdxError, ValueError, KeyError) as e:
         _fail(e)
 

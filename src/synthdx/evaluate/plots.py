@@ -94,7 +94,8 @@ def learning_curve_plot(curves: Mapping[str, Sequence[Mapping]], metric_label: s
                         ylim: tuple[float, float] | None = None,
                         path: str | Path | None = None) -> str:
     """Lines with markers and shaded interval bands: `curves` maps a system to its points
-    `{"n", "mean", "lo", "hi"}` (lo/hi may be missing or NaN: then no band there). The x axis is
+    `{"n", "mean", "lo", "hi"}` (lo/hi may be missing or NaN: then no band there; an optional
+    "per_seed" list is drawn as small dots). The x axis is
     logarithmic with the measured n values as ticks; `references` (name -> value) are drawn as
     horizontal dashed lines, e.g. {"rule teacher": 0.81, "published": 0.85}. Returns a PNG data URI."""
     with plt.rc_context(_RC):
@@ -116,6 +117,11 @@ def learning_curve_plot(curves: Mapping[str, Sequence[Mapping]], metric_label: s
             m = [float("nan") if v is None else v for v in means]
             ax.plot(xs, m, marker=marker, color=colour, lw=2.2, ms=7, mec="white", mew=1.2, label=str(name),
                     zorder=3)
+            # single seeds (optional "per_seed" values) as small dots around the mean
+            for x, (_, p) in zip(xs, pts):
+                seeds = [v for v in (_finite(v) for v in p.get("per_seed") or []) if v is not None]
+                if len(seeds) > 1:
+                    ax.scatter([x] * len(seeds), seeds, s=9, color=colour, alpha=0.55, lw=0, zorder=2)
             has_ci = [lo is not None and hi is not None for lo, hi in zip(los, his)]
             # Bands over runs of consecutive points with an interval; a lone one gets an error bar.
             run: list[int] = []
