@@ -188,6 +188,11 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     assert len(ranked) == 3 and all(len(r["ranking"]) == 10 for r in ranked)
     report = (out / "report.md").read_text()
     assert "Exomiser" in report and "shape" in report
+    assert "Paired comparisons (top-1" in report and "Fidelity" in report
+    paired = result["paired"][1]
+    assert paired["system_b"] == "knowledge ranker" and 0 < paired["top1"]["p_value"] <= 1
+    assert paired["mcnemar"]["n"] == 3
+    assert json.loads((out / "provenance.json").read_text())["settings"]["hpo_version"]
     # a rerun reuses every stage's output and gives the same numbers
     again = run_rare_ddx(cfg, out)
     assert again["model_cases"] == result["model_cases"]

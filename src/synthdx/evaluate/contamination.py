@@ -21,7 +21,7 @@ The guard's message names record ids and similarities, never record text (the da
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np

@@ -14,11 +14,11 @@ from .sections import Plot, Section
 __all__ = ["calibration_section", "error_examples", "fidelity_section", "mcnemar_section", "paired_section"]
 
 
-def _p(p: float) -> str:
+def p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _signed(x: float) -> str:
+def signed(x: float) -> str:
     return f"{x:+.3f}"
 
 
@@ -31,8 +31,8 @@ def paired_section(comparisons: list[dict]) -> Section:
         for key, label in (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")):
             d = c[key]
             rows.append([f"{c['system_a']} vs {c['system_b']}" if key == "micro_f1" else "", label,
-                         _num(d["a"]), _num(d["b"]), f"{_signed(d['diff'])} [{_signed(d['ci'][0])}, "
-                         f"{_signed(d['ci'][1])}]", _p(d["p_value"])])
+                         _num(d["a"]), _num(d["b"]), f"{signed(d['diff'])} [{signed(d['ci'][0])}, "
+                         f"{signed(d['ci'][1])}]", p_text(d["p_value"])])
         sig = [x for x in c["per_label"] if x["p_holm"] < 0.05]
         better = sorted(x["label"] for x in sig if x["f1_a"] > x["f1_b"])
         worse = sorted(x["label"] for x in sig if x["f1_a"] < x["f1_b"])
@@ -49,7 +49,7 @@ def mcnemar_section(comparison: dict) -> Section:
     header = ["label", "support", f"F1 {comparison['system_a']}", f"F1 {comparison['system_b']}",
               "only A right", "only B right", "p (exact)", "p (Holm)"]
     rows = [[x["label"], str(x["support"]), _num(x["f1_a"]), _num(x["f1_b"]), str(x["b"]), str(x["c"]),
-             _p(x["p_value"]), _p(x["p_holm"])] for x in comparison["per_label"]]
+             p_text(x["p_value"]), p_text(x["p_holm"])] for x in comparison["per_label"]]
     return Section(f"Per label: {comparison['system_a']} vs {comparison['system_b']} (McNemar)",
                    text="Per record and label, is each system's yes/no decision right? The exact McNemar "
                         "test uses the records where only one system is right.", header=header, rows=rows)

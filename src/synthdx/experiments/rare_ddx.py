@@ -28,6 +28,8 @@ from ..patients import Case
 from ..progress import StageTimer, console, log, make_progress, run_log
 from ..records import Record
 from ..splits import hash_bucket
+from ..evaluate.contamination import guard_contamination
+from ..provenance import write_provenance
 from .common import claim_run_dir, hardware, train_or_reuse
 
 # Reese et al. 2024, AJHG: 5,213 phenopacket-store cases (not the same cases as here)
@@ -189,8 +191,13 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     def text_of(case: Case, seed: int) -> str:
         return render_summary(case.patient, knowledge, seed=seed)
 
+    s_texts, s_ids = [text_of(c, 0) for c in sample], [c.id for c in sample]
+    records = [Record(c.id, text_of(c, cfg.synthetic.seed), [c.gold[0]]) for c in train_cases]
+    with timer.stage("contamination guard"):
+        guard_contamination(records, [Record(i, t, None) for i, t in zip(s_ids, s_texts)],
+                            what="the real cases the model is scored on (against the synthetic training patients)")
+
     with timer.stage("fine-tune the model"):
-        records = [Record(c.id, text_of(c, cfg.synthetic.seed), [c.gold[0]]) for c in train_cases]
         train_stats = train_or_reuse(records, task, out, cfg.train)
 
     golds = [list(c.gold) for c in cases]
@@ -213,7 +220,6 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     s_golds = [list(c.gold) for c in sample]
     s_cov = np.array([covered[sample_idx[c.id]] for c in sample])
     s_obs = [len(c.patient.observed) for c in sample]
-    s_texts, s_ids = [text_of(c, 0) for c in sample], [c.id for c in sample]
     v_golds = [list(c.gold) for c in val_cases]
     v_texts, v_ids = [text_of(c, cfg.synthetic.seed + 1) for c in val_cases], [c.id for c in val_cases]
 
@@ -258,6 +264,9 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                 systems[f"{label} reranks top {k}{variant}"] = evaluate_ranking(alone, s_cov, s_obs, **ev)
                 systems[f"{label} + ranker (weight {w:g}){variant}"] = evaluate_ranking(fused, s_cov, s_obs, **ev)
             if key == "model":
+                paired_ranks = {"fine-tuned model alone": _fused_ranks(retrieved["full"], s_ms, s_golds, float("inf")),
+                                f"fine-tuned model + ranker (weight {w:g})": _fused_ranks(retrieved["full"], s_ms,
+                                                                                         s_golds, w)}
                 names = task.names
                 write_jsonl(pred_dir / "model.jsonl", _ranking_rows(s_ids, retrieved["full"], s_ms, float("inf"), names))
                 write_jsonl(pred_dir / "model_ranker.jsonl", _ranking_rows(s_ids, retrieved["full"], s_ms, w, names))
@@ -265,20 +274,43 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                             _ranking_rows(s_ids, retrieved["full"], [None] * len(s_ids), 0.0, names))
                 _store_rerank_settings(out / "model", k, w)
 
+    with timer.stage("paired tests and fidelity"):
+        from ..evaluate.fidelity import fidelity_report
+        from ..evaluate.paired import mcnemar, paired_bootstrap_correct
+
+        ranker_hit = np.array([r[2] == 1 for r in retrieved["full"]])
+        paired = []
+        for name, ranks in paired_ranks.items():
+            hit = np.asarray(ranks) == 1
+            paired.append({"system_a": name, "system_b": "knowledge ranker",
+                           "top1": paired_bootstrap_correct(hit, ranker_hit, **ev), "mcnemar": mcnemar(hit, ranker_hit)})
+        fidelity = fidelity_report(records, [Record(i, t, None) for i, t in zip(s_ids, s_texts)], seed=cfg.eval.seed)
+
     with timer.stage("report"):
         from ..synth.hpo_patients import patient_shape
 
         shapes = {"synthetic (training)": patient_shape(train_cases, knowledge),
                   "real (all cases)": patient_shape(cases, knowledge)}
-        result = _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, chosen, {
+        result = _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, chosen,
+                         paired, fidelity, {
             "data": {"cases": cfg.data.path, "labelled_cases": len(cases), "model_cases": len(sample),
                      "candidates": len(candidates), "hpo_version": knowledge.version,
                      "synthetic_training_patients": len(train_cases),
                      "synthetic_training_diseases": len({c.gold[0] for c in train_cases}),
                      "synthetic_validation_patients": len(val_cases)},
             "training": train_stats, "timings_seconds": timer.timings, "hardware": hardware()})
+        write_provenance(out, config=cfg.model_dump(), data_sources={"real cases": cfg.data.path},
+                         seeds={"synthetic": cfg.synthetic.seed, "train": cfg.train.seed, "eval": cfg.eval.seed},
+                         models={"base": cfg.train.model, "fine-tuned": str(out / "model")},
+                         settings={"hpo_version": knowledge.version, "synthetic": cfg.synthetic.model_dump(),
+                                   "rerank": {**cfg.rerank.model_dump(), "chosen_weights": chosen}},
+                         timings=timer.timings)
         console.print(format_ranking_table({**{f"{n} [all cases]": s for n, s in systems_all.items()}, **systems}),
                       soft_wrap=True, markup=False)
+        for c in paired:
+            d = c["top1"]
+            console.print(f"{c['system_a']} - {c['system_b']}: top-1 {d['diff']:+.3f} "
+                          f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], p = {d['p_value']:.4f}", markup=False)
         console.print(f"report: {out / 'report.html'}")
     return result
 
@@ -301,7 +333,26 @@ def _store_rerank_settings(model_dir: Path, top_k: int, weight: float) -> None:
     write_json(path, spec)
 
 
-def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, chosen, extra) -> dict:
+def _paired_section(paired: list[dict]):
+    from ..evaluate.evidence import p_text, signed
+    from ..evaluate.ranking_report import Section
+
+    rows = []
+    for c in paired:
+        d, m = c["top1"], c["mcnemar"]
+        rows.append([f"{c['system_a']} vs {c['system_b']}", f"{d['a']:.3f}", f"{d['b']:.3f}",
+                     f"{signed(d['diff'])} [{signed(d['ci'][0])}, {signed(d['ci'][1])}]", p_text(d["p_value"]),
+                     f"{m['b']} / {m['c']}", p_text(m["p_value"])])
+    return Section("Paired comparisons (top-1, same cases)",
+                   header=["A vs B", "top-1 A", "top-1 B", "A − B [95% CI]", "p (paired bootstrap)",
+                           "only A / only B first", "p (McNemar exact)"], rows=rows, num_from=1,
+                   text="Both systems rank the same cases: the difference's interval is a bootstrap over cases "
+                        "resampled together; McNemar uses the cases where exactly one system puts the gold first.")
+
+
+def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, chosen, paired, fidelity,
+            extra) -> dict:
+    from ..evaluate.evidence import fidelity_section
     from ..evaluate.ranking_report import RANKING_HEADER, Section, ranking_rows, write_ranking_report
 
     n_model = next(iter(systems.values()))["n"]
@@ -331,8 +382,10 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
                 rows=[[m, w, f"{d['top1']:.3f}", f"{d['mrr']:.3f}"] for m, t in weights_table.items()
                       for w, d in t.items()],
                 notes=[f"chosen: {m} weight {w:g}" for m, w in chosen.items()]),
+        _paired_section(paired),
         Section("Synthetic patients vs real cases: shape", header=["statistic"] + list(shapes),
                 rows=_shape_rows(shapes)),
+        fidelity_section(fidelity, "rendered summaries of synthetic training patients vs the scored real cases"),
     ]
     reductions = []
     if cfg.data.max_model_cases:
@@ -344,7 +397,7 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
     if reductions:
         sections.insert(0, Section("Reductions in this configuration", notes=reductions))
     metrics = {"all_cases": systems_all, "model_cases": systems, "synthetic_validation": synthetic_scores,
-               "fusion_weights": weights_table, "shape": shapes}
+               "fusion_weights": weights_table, "shape": shapes, "paired": paired, "fidelity": fidelity}
     write_ranking_report(out, cfg.title, sections, metrics, extra)
     return metrics
 
