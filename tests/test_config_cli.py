@@ -88,12 +88,21 @@ def test_quickstart_config_is_valid():
     assert cfg.eval.tfidf_baseline and cfg.eval.zero_shot and cfg.synthetic.n > 0
 
 
-@pytest.mark.parametrize("name", ["radiology.yaml", "radiology-synthetic-only.yaml"])
-def test_shipped_configs_are_valid(name):
+@pytest.mark.parametrize("name", ["radiology.yaml", "radiology-synthetic-only.yaml", "curve-radiology.yaml"])
+def test_shipped_radiology_configs_share_the_test_part(name):
     from pathlib import Path
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
-    assert cfg.data.test_fraction == load_config(QUICKSTART_CONFIG).data.test_fraction  # one test part
+    quick = load_config(QUICKSTART_CONFIG)
+    assert (cfg.data.test_fraction, cfg.data.near_duplicate) == (quick.data.test_fraction, quick.data.near_duplicate)
+
+
+def test_every_shipped_config_is_valid():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    kinds = {load_config(path).__class__.__name__ for path in sorted(folder.glob("*.yaml"))}
+    assert kinds == {"ExperimentConfig", "RareDdxConfig", "CurveConfig"}
 
 
 # ---- --set overrides ------------------------------------------------------------------------------

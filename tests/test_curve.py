@@ -114,3 +114,18 @@ def test_tiny_radiology_curve_end_to_end_and_resume(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (out / "points").rglob("*.json")} == stamps
     assert json.loads((out / "metrics.json").read_text())["systems"]["curves"] == json.loads(
         json.dumps(again["curves"]))
+
+
+def test_learner_sizes_and_sources_must_be_in_the_curve():
+    from pydantic import ValidationError
+
+    from synthdx.config import CurveConfig
+
+    base = {"experiment": "curve", "task": "radiology", "data": {"path": "x"}, "sizes": [10, 20],
+            "sources": [{"name": "real", "kind": "real"}]}
+    with pytest.raises(ValidationError, match=r"sizes \[30\]"):
+        CurveConfig.model_validate({**base, "learners": [{"kind": "tfidf", "sizes": [30]}]})
+    with pytest.raises(ValidationError, match="unknown sources: nope"):
+        CurveConfig.model_validate({**base, "learners": [{"kind": "tfidf", "sources": ["nope"]}]})
+    with pytest.raises(ValidationError, match="distinct names"):
+        CurveConfig.model_validate({**base, "learners": [{"kind": "tfidf"}, {"kind": "tfidf"}]})

@@ -164,7 +164,7 @@ class CurveSource(_Strict):
 class CurveLearner(_Strict):
     kind: Literal["tfidf", "encoder", "llm"]
     name: str | None = Field(None, description="Label in tables and plots (default: from kind).")
-    max_n: int | None = Field(None, ge=1, description="Train this learner only at sizes up to max_n (cost).")
+    sizes: list[int] | None = Field(None, description="Train this learner only at these of the curve's sizes (cost).")
     seeds: list[int] | None = Field(None, description="Seeds for this learner (default: the config's seeds).")
     sources: list[str] | None = Field(None, description="Train this learner only on these sources (default: all).")
     options: dict = Field(default_factory=dict, description="encoder: epochs, max_length, batch_size, learning_rate.")
@@ -224,7 +224,11 @@ class CurveConfig(_Strict):
         if len(set(labels)) != len(labels):
             raise ValueError("learners need distinct names (set `name`)")
         known = {s.name for s in info.data.get("sources") or []}
+        sizes = set(info.data.get("sizes") or [])
         for lr in v:
+            extra = sorted(set(lr.sizes or []) - sizes)
+            if extra:
+                raise ValueError(f"learner {lr.label!r}: sizes {extra} are not among the curve's sizes")
             unknown = sorted(set(lr.sources or []) - known)
             if unknown:
                 raise ValueError(f"learner {lr.label!r} names unknown sources: {', '.join(unknown)}")

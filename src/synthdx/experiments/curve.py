@@ -161,7 +161,7 @@ def _run(cfg: CurveConfig, out: Path) -> dict:
     test_texts = [r.text for r in data.test]
     plan = [(lr, src, n, seed) for lr in cfg.learners for src in cfg.sources
             if lr.sources is None or src.name in lr.sources
-            for n in cfg.sizes if lr.max_n is None or n <= lr.max_n for seed in (lr.seeds or cfg.seeds)]
+            for n in (lr.sizes or cfg.sizes) for seed in (lr.seeds or cfg.seeds)]
     skipped: list[str] = []
     with timer.stage("train and score the curve points"), make_progress() as bar:
         t = bar.add_task("curve points", total=len(plan), info="")
