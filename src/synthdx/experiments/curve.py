@@ -30,6 +30,7 @@ from ..evaluate import multi_hot
 from ..evaluate.curve import equivalent_n, point_scores
 from ..evaluate.sections import slug
 from ..io import write_json
+from ..provenance import write_provenance
 from ..progress import StageTimer, console, log, make_progress, run_log
 from ..records import LabelSpace, Record
 from ..splits import duplicate_aware_split
@@ -195,8 +196,25 @@ def _run(cfg: CurveConfig, out: Path) -> dict:
     from ..evaluate.curve_report import write_curve_report
 
     write_curve_report(out, result)
+    write_provenance(out, config=cfg.model_dump(), data_sources={"real records": cfg.data.path},
+                     seeds={"curve": cfg.seeds, "synthetic": cfg.synthetic.seed, "eval": cfg.eval.seed},
+                     models={lr.label: _learner_model(lr) for lr in cfg.learners},
+                     settings={"teacher": cfg.teacher.model_dump(), "synthetic": cfg.synthetic.model_dump(),
+                               "learners": [lr.model_dump() for lr in cfg.learners]},
+                     timings=timer.timings)
     console.print(f"report: {out / 'report.html'}")
     return result
+
+
+def _learner_model(spec) -> str | dict:
+    """What provenance fingerprints for a learner: the base model's directory or id."""
+    if spec.kind == "llm":
+        return (spec.train.model if spec.train else "smollm2-135m")
+    if spec.kind == "encoder":
+        from ..models.loading import resolve_encoder_path
+
+        return str(resolve_encoder_path(spec.options.get("model", "minilm")))
+    return {"kind": spec.kind, "library": "scikit-learn"}
 
 
 def aggregate(cfg: CurveConfig, points_dir: Path, y_true: np.ndarray, names: list[str]) -> dict:
