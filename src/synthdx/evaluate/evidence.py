@@ -79,11 +79,22 @@ def calibration_section(reliabilities: dict[str, dict], thresholds: dict[str, di
 
 
 def fidelity_section(report: dict, what: str) -> Section:
+    """The fidelity table, with label prevalence (synthetic vs real) as a bar plot when both sets
+    have labels."""
     from .fidelity import fidelity_table
+    from .plots import bar_comparison_plot
 
+    plots = []
+    prev = report.get("prevalence") or {}
+    if prev.get("synthetic") and prev.get("real"):
+        rows = {name: {"synthetic": prev["synthetic"][name], "real": prev["real"][name]} for name in prev["names"]}
+        plots.append(Plot("fidelity-prevalence", bar_comparison_plot(rows, "Label prevalence: synthetic vs real",
+                                                                     value_label="share of records"),
+                          alt="label prevalence, synthetic vs real"))
     return Section(f"Fidelity: {what}", header=["measure", "synthetic", "real"], rows=fidelity_table(report),
                    text="How close the synthetic records are to the real ones they stand in for. A classifier "
-                        "two-sample AUC near 0.5 means a simple model cannot tell them apart.", num_from=1)
+                        "two-sample AUC near 0.5 means a simple model cannot tell them apart.", num_from=1,
+                   plots=plots)
 
 
 def error_examples(ids: Sequence[str], texts: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,9 @@ def _html_value(text: str) -> str:
     return e
 
 
+_NUMERIC = re.compile(r"^\s*([-+−<>≈—]|\d|$)")
+
+
 def _html_table(header: list[str], rows: list[list[str]], num_from: int = 1,
                 best: list[list[bool]] | None = None, best_offset: int = 0) -> str:
     h = "".join(f"<th>{html.escape(c)}</th>" for c in header)
@@ -236,7 +240,7 @@ def _html_table(header: list[str], rows: list[list[str]], num_from: int = 1,
         tds = []
         for k, c in enumerate(r):
             cls = []
-            if k >= num_from:
+            if k >= num_from and _NUMERIC.match(c):  # words (e.g. a list of terms) still wrap
                 cls.append("num")
             if best and k >= best_offset and best[i][k - best_offset]:
                 cls.append("best")
