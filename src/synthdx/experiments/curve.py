@@ -97,7 +97,7 @@ def prepare_mtsamples(cfg: CurveConfig, data_dir: Path) -> CurveData:
     from ..datasets.mtsamples import load_mtsamples
     from ..tasks.multilabel import specialty_task
 
-    bad = sorted({s.kind for s in cfg.sources} | {s.base for s in cfg.sources if s.base} - {"real"})
+    bad = sorted(({s.kind for s in cfg.sources} | {s.base for s in cfg.sources if s.base}) - {"real"})
     if bad:
         raise ValueError(f"mtsamples has no teacher or generator: sources of kind {', '.join(bad)} are not available")
     data = load_mtsamples(cfg.data.path, min_label_count=cfg.data.min_label_count)
