@@ -237,6 +237,24 @@ def eval_(predictions: List[Path] = typer.Argument(..., help="Prediction JSONL f
         _fail(e)
 
 
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="A finished run directory (RUN/model, metrics.json, provenance.json)."),
+           out: Path = typer.Option(..., "--out", "-o", help="Export directory (written as OUT.partial, then renamed)."),
+           force: bool = typer.Option(False, "--force", help="Replace an existing export directory."),
+           verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Export a run's model to share: plain safetensors weights + tokenizer + task spec (a LoRA adapter
+    is merged), the run's provenance.json, and a model card (README.md) with the task, training data,
+    real-data results with CIs, usage and limitations."""
+    _setup_logging(verbose)
+    from .export import export_run
+
+    try:
+        path = export_run(run_dir, out, force=force)
+        console.print(f"exported {run_dir / 'model'} -> {path} (model card: {path / 'README.md'})", soft_wrap=True)
+    except (SynthdxError, ValueError, OSError) as e:
+        _fail(e)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

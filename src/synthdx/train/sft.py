@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -130,25 +131,53 @@ def _trainable_state(model, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
 
 
+CHECKPOINT_MANIFEST = "complete.json"
+
+
 def _save_checkpoint(ckpt_root: Path, step: int, model, optimizer, cfg: TrainConfig, stats: dict) -> None:
+    """Write everything into a hidden temporary directory, a manifest (the state file's size) last,
+    then rename it to `step-NNNNNN`: a kill at any moment leaves either no `step-*` directory for this
+    step or a complete one. Only complete checkpoints count when the oldest are pruned."""
     target = ckpt_root / f"step-{step:06d}"
     tmp = ckpt_root / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():  # dropout on a GPU draws from the CUDA generators
+        rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save({"trainable": _trainable_state(model, cfg), "optimizer": optimizer.state_dict(),
-                "step": step, "stats": stats,
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                        "numpy": np.random.get_state()}}, tmp / "state.pt")
+                "step": step, "stats": stats, "rng": rng}, tmp / "state.pt")
     write_json(tmp / "train_config.json", asdict(cfg))
+    write_json(tmp / CHECKPOINT_MANIFEST, {"step": step, "state_bytes": (tmp / "state.pt").stat().st_size})
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
-    for old in sorted(ckpt_root.glob("step-*"))[:-2]:
+    for old in _checkpoints(ckpt_root)[2:]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _checkpoints(ckpt_root: Path) -> list[Path]:
+    """The complete checkpoints, newest first: `step-NNNNNN` directories whose manifest matches their
+    state file's size (one from before manifests: with both its files). Anything else there (a
+    temporary directory a kill left, a stray or truncated copy) is ignored."""
+    found = []
+    for p in ckpt_root.glob("step-*"):
+        if not re.fullmatch(r"step-\d{6,}", p.name) or not (p / "state.pt").is_file():
+            continue
+        try:
+            manifest = json.loads((p / CHECKPOINT_MANIFEST).read_text())
+            complete = manifest["state_bytes"] == (p / "state.pt").stat().st_size
+        except FileNotFoundError:
+            complete = (p / "train_config.json").is_file()
+        except (OSError, ValueError, KeyError, TypeError):
+            complete = False
+        if complete:
+            found.append(p)
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True)
+
+
 def _latest_checkpoint(ckpt_root: Path) -> Path | None:
-    found = sorted(p for p in ckpt_root.glob("step-*") if (p / "state.pt").exists())
-    return found[-1] if found else None
+    found = _checkpoints(ckpt_root)
+    return found[0] if found else None
 
 
 def build_model(cfg: TrainConfig, device: str):
@@ -192,9 +221,12 @@ def train(records: Sequence[Record], task: MultiLabelTask, out_dir: str | Path, 
     ckpt_root = out_dir / "checkpoints"
     stats = {"losses": [], "tokens": 0, "answer_tokens": 0, "seconds": 0.0}
     start = 0
-    latest = _latest_checkpoint(ckpt_root)
-    if latest is not None:
-        state = torch.load(latest / "state.pt", weights_only=False)
+    for latest in _checkpoints(ckpt_root):
+        try:
+            state = torch.load(latest / "state.pt", weights_only=False)
+        except Exception as e:  # a checkpoint damaged after it was written: fall back to the one before
+            log.warning("skipping unreadable checkpoint %s: %s", latest, e)
+            continue
         named = dict(model.named_parameters())
         with torch.no_grad():
             for k, v in state["trainable"].items():
@@ -204,7 +236,10 @@ def train(records: Sequence[Record], task: MultiLabelTask, out_dir: str | Path, 
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
+        if state["rng"].get("cuda") is not None and torch.cuda.device_count() == len(state["rng"]["cuda"]):
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         log.info("resuming from %s (step %d of %d)", latest, start, total)
+        break
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     schedule: list[list[int]] = []
