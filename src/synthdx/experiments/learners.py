@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config import CurveLearner
+from ..progress import log
 from ..records import LabelSpace, Record
 
 
@@ -51,7 +52,12 @@ class Learner:
         section = self.spec.train or TrainSection()
         cfg = TrainConfig(**{**section.model_dump(), "seed": seed})
         model_dir = workdir / "model"
-        sft_train(train, self.task, model_dir, cfg)
+
+        def report(step: int, total: int, loss: float) -> None:
+            if step % 5 == 0 or step == total:
+                log.info("%s: training step %d/%d loss %.4f", self.spec.label, step, total, loss)
+
+        sft_train(train, self.task, model_dir, cfg, progress=report)
         preds, _ = run_llm_predictions(str(model_dir), self.task, list(test_texts), self.batch_size,
                                        f"{self.spec.label} predicts")
         shutil.rmtree(model_dir, ignore_errors=True)
