@@ -129,3 +129,34 @@ def test_learner_sizes_and_sources_must_be_in_the_curve():
         CurveConfig.model_validate({**base, "learners": [{"kind": "tfidf", "sources": ["nope"]}]})
     with pytest.raises(ValidationError, match="distinct names"):
         CurveConfig.model_validate({**base, "learners": [{"kind": "tfidf"}, {"kind": "tfidf"}]})
+
+
+def test_mtsamples_curve_runs_on_real_labels_and_refuses_other_sources(tmp_path):
+    import csv
+
+    from synthdx.config import CurveConfig
+    from synthdx.experiments.curve import run_curve
+
+    words = {"Cardiology": "heart murmur chest pain echocardiogram valve",
+             "Orthopedic": "knee fracture cast bone joint",
+             "Neurology": "seizure headache mri brain nerve"}
+    path = tmp_path / "mts.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "description", "medical_specialty", "sample_name", "transcription", "keywords"])
+        k = 0
+        for spec, vocab in words.items():
+            for i in range(16):
+                text = f"Patient {k} seen. " + " ".join(vocab.split()[j % 5] for j in range(i, i + 7)) + f" visit {k * 7}."
+                w.writerow([k, "d", spec, "s", text, ""])
+                w.writerow([k + 1000, "d", "Surgery", "s", text, ""])  # a document type: not a label
+                k += 1
+    base = {"experiment": "curve", "task": "mtsamples",
+            "data": {"path": str(path), "loader": "mtsamples", "test_fraction": 0.3, "min_label_count": 5},
+            "sizes": [10, 20], "seeds": [0], "learners": [{"kind": "tfidf"}], "eval": {"n_resamples": 100}}
+    result = run_curve(CurveConfig.model_validate({**base, "sources": [{"name": "real", "kind": "real"}]}),
+                       tmp_path / "run")
+    assert result["labels"] == sorted(words) and [p["n"] for p in result["curves"]["TF-IDF + LR"]["real"]] == [10, 20]
+    with pytest.raises(ValueError, match="sources of kind teacher"):
+        run_curve(CurveConfig.model_validate({**base, "sources": [{"name": "t", "kind": "teacher"}]}),
+                  tmp_path / "run2")

