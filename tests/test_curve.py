@@ -160,3 +160,19 @@ def test_mtsamples_curve_runs_on_real_labels_and_refuses_other_sources(tmp_path)
     with pytest.raises(ValueError, match="sources of kind teacher"):
         run_curve(CurveConfig.model_validate({**base, "sources": [{"name": "t", "kind": "teacher"}]}),
                   tmp_path / "run2")
+
+
+def test_llm_learner_trains_predicts_and_cleans_up(tmp_path, tiny_model_dir):
+    from synthdx.config import CurveLearner
+    from synthdx.experiments.learners import Learner
+    from synthdx.synth.radiology_reports import RadiologyReportGenerator
+    from synthdx.tasks.multilabel import radiology_task
+
+    task = radiology_task()
+    spec = CurveLearner(kind="llm", train={"model": str(tiny_model_dir), "method": "full", "max_steps": 2,
+                                           "batch_size": 4, "save_every": 0})
+    records = RadiologyReportGenerator(seed=1).generate(8)
+    work = tmp_path / "point"
+    pred, scores = Learner(spec, task.label_space, task).fit_predict(records, [r.text for r in records[:3]], work, 0)
+    assert pred.shape == (3, len(task.label_space)) and scores.shape == pred.shape
+    assert ((scores >= 0) & (scores <= 1)).all() and not work.exists()  # the point's model is deleted

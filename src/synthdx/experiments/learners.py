@@ -46,21 +46,24 @@ class Learner:
     def _llm(self, train, test_texts, workdir: Path, seed: int):
         from ..config import TrainSection
         from ..evaluate import multi_hot
-        from ..train.sft import TrainConfig, train as sft_train
+        from ..train.sft import TASK_FILE, TrainConfig, train as sft_train
         from .radiology import run_llm_predictions
 
         section = self.spec.train or TrainSection()
         cfg = TrainConfig(**{**section.model_dump(), "seed": seed})
-        model_dir = workdir / "model"
+        model_dir = workdir / "model"  # train() writes OUT/model (and OUT/checkpoints while it runs)
 
         def report(step: int, total: int, loss: float) -> None:
             if step % 5 == 0 or step == total:
                 log.info("%s: training step %d/%d loss %.4f", self.spec.label, step, total, loss)
 
-        sft_train(train, self.task, model_dir, cfg, progress=report)
+        if not (model_dir / TASK_FILE).exists():  # a model trained before an interruption is reused
+            sft_train(train, self.task, workdir, cfg, progress=report)
+        else:
+            self.task.max_text_tokens = cfg.max_text_tokens
         preds, _ = run_llm_predictions(str(model_dir), self.task, list(test_texts), self.batch_size,
                                        f"{self.spec.label} predicts")
-        shutil.rmtree(model_dir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
         names = self.label_space.names
         scores = np.array([[p.scores[n] for n in names] for p in preds], dtype=np.float64)
         return multi_hot([p.labels for p in preds], names), scores
