@@ -68,6 +68,10 @@ def test_training_sets_are_nested_and_seeded():
     assert len(m10) == 40 and {r.id for r in m10[:30]} == {r.id for r in pools["synthetic"]}
     assert [r.id for r in m20[:40]] == [r.id for r in m10]
     assert training_set(CurveSource(name="m", kind="real", base="synthetic", base_n=31), pools, 5, 0) is None
+    # teacher labels on the same pool: the same reports at each N and seed, only the labels differ
+    pools["teacher"] = [Record(r.id, r.text, ["x"]) for r in pools["real"]]
+    teacher = training_set(CurveSource(name="t", kind="teacher"), pools, 10, 0)
+    assert [r.id for r in teacher] == [r.id for r in small] and teacher[0].labels == ["x"]
 
 
 def test_a_mix_needs_base_and_base_n():

@@ -109,13 +109,16 @@ def prepare_mtsamples(cfg: CurveConfig, data_dir: Path) -> CurveData:
 
 def training_set(source: CurveSource, pools: dict[str, list[Record]], n: int, seed: int) -> list[Record] | None:
     """The N records of one point (None when the pool has fewer than N): the first N of a fixed
-    permutation of the pool for this seed, after `base_n` fixed records of the base for a mix."""
+    permutation of the pool for this seed, after `base_n` fixed records of the base for a mix.
+    'real' and 'teacher' are the same texts with other labels: they share the permutation, so at a
+    given N and seed both curves train on the same reports and differ only in the labels."""
     def first(kind: str, k: int, salt: str) -> list[Record] | None:
         pool = pools[kind]
         if k > len(pool):
             return None
         order = list(range(len(pool)))
-        random.Random(f"{salt}:{kind}:{seed}").shuffle(order)
+        texts = "pool" if kind in ("real", "teacher") else kind
+        random.Random(f"{salt}:{texts}:{seed}").shuffle(order)
         return [pool[i] for i in order[:k]]
 
     added = first(source.kind, n, "curve")
