@@ -4,6 +4,7 @@ Read top to bottom: setup (seed, tokenise once, model, optimiser) -> fit (length
 loss on answer tokens only, bf16 autocast where the hardware has it, checkpoints) -> save (LoRA
 merged into the base, so the output directory is a plain model any tool can load).
 A run that is interrupted resumes from its last checkpoint in `out_dir/checkpoints`.
+Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1) it trains data-parallel (DDP): see `_Distributed`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import re
 import shutil
@@ -110,14 +112,83 @@ def answer_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Mean next-token cross-entropy over answer tokens (labels != -100). The LM head (a 49k-wide
     matmul, ~20% of a small model's FLOPs) runs only on the positions that predict an answer token."""
+    loss, n = answer_loss_sum(model, input_ids, attention_mask, labels)
+    return loss / max(n, 1), n
+
+
+def answer_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The summed (not averaged) cross-entropy over answer tokens, and their count."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = base.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != -100
     logits = base.lm_head(hidden[:, :-1][keep]).float()
     n = int(keep.sum())
-    loss = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
-    return loss / max(n, 1), n
+    return torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum"), n
+
+
+class _SummedAnswerLoss(torch.nn.Module):
+    """`answer_loss_sum` as a module's forward, so that DistributedDataParallel wraps the call that
+    actually runs (answer_loss bypasses the model's own forward) and syncs gradients in backward."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels):
+        return answer_loss_sum(self.model, input_ids, attention_mask, labels)[0]
+
+
+class _Distributed:
+    """Data-parallel training when launched by torchrun / accelerate (WORLD_SIZE > 1); a no-op otherwise.
+
+    Every rank builds the same seeded batch schedule and takes `batch[rank::world]`, so the global batch
+    size and the number of optimiser steps equal a 1-process run's. The loss stays the mean over the
+    answer tokens of the *global* batch: the answer-token count is all-reduced before the forward pass,
+    each rank's loss is its token sum / that global count * world, and DDP's gradient averaging (divide by
+    world) turns the sum over ranks back into exactly the 1-process gradient (up to summation order).
+    Only rank 0 writes checkpoints and the model; the others wait at a barrier."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.enabled = self.world > 1 and torch.distributed.is_available()
+        self.rank, self.owns_group, self.device = 0, False, device
+        if not self.enabled:
+            self.world = 1
+            return
+        dist = torch.distributed
+        if device.startswith("cuda"):
+            if ":" not in device:
+                self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(self.device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if self.device.startswith("cuda") else "gloo")
+            self.owns_group = True
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model):
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [torch.device(self.device).index] if self.device.startswith("cuda") else None
+        return DistributedDataParallel(_SummedAnswerLoss(model), device_ids=ids)
+
+    def sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.owns_group:
+            torch.distributed.destroy_process_group()
 
 
 def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -204,6 +275,8 @@ def train(records: Sequence[Record], task: MultiLabelTask, out_dir: str | Path, 
 
     out_dir = Path(out_dir)
     device = device or default_device()
+    ddp = _Distributed(device)
+    device = ddp.device
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.model)
     task.max_text_tokens = cfg.max_text_tokens
@@ -248,35 +321,56 @@ def train(records: Sequence[Record], task: MultiLabelTask, out_dir: str | Path, 
         schedule += length_grouped_batches(lengths, cfg.batch_size, cfg.seed + epoch)
         epoch += 1
     model.train()
+    ddp_model = ddp.wrap(model) if ddp.enabled else None  # after the resume: DDP broadcasts rank 0's weights
     autocast = (torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32
                 else torch.autocast(device.split(":")[0], enabled=False))
     t0 = time.time() - stats["seconds"]
     for step in range(start, total):
-        batch = collate([examples[i] for i in schedule[step]], pad)
+        mine = schedule[step][ddp.rank::ddp.world]
+        # a batch smaller than the world leaves some ranks nothing: they still run forward/backward
+        # (DDP needs every rank) on one example with no answer tokens, adding zero to loss and gradients
+        batch = collate([examples[i] for i in (mine or schedule[step][:1])], pad)
+        if not mine:
+            batch["labels"].fill_(-100)
         batch = {k: v.to(device) for k, v in batch.items()}
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, total, cfg)
-        with autocast:
-            loss, n_answer = answer_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        loss.backward()
+        n_tokens = int(batch["attention_mask"].sum()) if mine else 0
+        if ddp_model is None:
+            with autocast:
+                loss, n_answer = answer_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            loss.backward()
+        else:
+            n_local = int((batch["labels"][:, 1:] != -100).sum())
+            n_answer, n_tokens = (int(v) for v in ddp.sum([n_local, n_tokens]))
+            with autocast:
+                loss_sum = ddp_model(batch["input_ids"], batch["attention_mask"], batch["labels"])
+            # x world: DDP averages gradients over ranks; we want their sum / the global token count
+            (loss_sum * (ddp.world / max(n_answer, 1))).backward()
+            loss = torch.tensor(ddp.sum([loss_sum.item()])[0] / max(n_answer, 1))
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss_value = loss.item()
         stats["losses"].append(round(loss_value, 5))
-        stats["tokens"] += int(batch["attention_mask"].sum())
+        stats["tokens"] += n_tokens
         stats["answer_tokens"] += n_answer
         stats["seconds"] = time.time() - t0
         if progress:
             progress(step + 1, total, loss_value)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
-            _save_checkpoint(ckpt_root, step + 1, model, optimizer, cfg, stats)
+            if ddp.main:
+                _save_checkpoint(ckpt_root, step + 1, model, optimizer, cfg, stats)
+            ddp.barrier()
 
     stats.update(steps=total, examples=len(examples), dtype=str(dtype).replace("torch.", ""),
                  truncated=sum(e.truncated for e in examples), device=device,
                  tokens_per_second=round(stats["tokens"] / max(stats["seconds"], 1e-9), 1))
-    save_model(model, tokenizer, task, out_dir, cfg, stats)
-    shutil.rmtree(ckpt_root, ignore_errors=True)
+    if ddp.main:
+        save_model(model, tokenizer, task, out_dir, cfg, stats)
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+    ddp.barrier()
+    ddp.close()
     return stats
 
 
