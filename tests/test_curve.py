@@ -180,3 +180,33 @@ def test_llm_learner_trains_predicts_and_cleans_up(tmp_path, tiny_model_dir):
     pred, scores = Learner(spec, task.label_space, task).fit_predict(records, [r.text for r in records[:3]], work, 0)
     assert pred.shape == (3, len(task.label_space)) and scores.shape == pred.shape
     assert ((scores >= 0) & (scores <= 1)).all() and not work.exists()  # the point's model is deleted
+
+
+def test_report_only_trains_nothing_and_lists_what_is_missing(tmp_path):
+    from typer.testing import CliRunner
+
+    from synthdx.cli import app
+    from synthdx.io import write_jsonl
+    from synthdx.synth.radiology_reports import RadiologyReportGenerator
+
+    real = RadiologyReportGenerator(seed=7).generate(60)
+    data = tmp_path / "reports.jsonl"
+    write_jsonl(data, ({"id": f"r{i}", "text": r.text, "labels": r.labels} for i, r in enumerate(real)))
+    config = tmp_path / "curve.yaml"
+    config.write_text(f"""experiment: curve
+task: radiology
+data: {{path: {data}, loader: jsonl, test_fraction: 0.3}}
+sources: [{{name: real, kind: real}}]
+sizes: [10]
+seeds: [0]
+learners: [{{kind: tfidf}}]
+eval: {{n_resamples: 100}}
+""", encoding="utf-8")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["curve", str(config), "--out", str(out), "--report-only"])
+    assert result.exit_code == 0, result.output
+    assert not (out / "points").exists() or not list((out / "points").rglob("*.json"))
+    assert "not run (report only)" in (out / "report.md").read_text()
+    result = CliRunner().invoke(app, ["curve", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "points").rglob("*.json"))) == 1

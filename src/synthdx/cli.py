@@ -66,6 +66,7 @@ def run(config: Path = typer.Argument(..., help="Experiment config (YAML)."),
 def curve(config: Path = typer.Argument(..., help="Learning-curve config (YAML, experiment: curve)."),
           out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; an existing one is resumed)."),
           set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: sizes=[50,100]."),
+          report_only: bool = typer.Option(False, "--report-only", help="Train nothing: report the finished points."),
           verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Learning curves: train each learner on N = 50, 100, ... records of each data source (real
     labels, teacher labels, synthetic, mixes), several seeds a point, score on the real test part,
@@ -77,9 +78,12 @@ def curve(config: Path = typer.Argument(..., help="Learning-curve config (YAML, 
         if not isinstance(cfg, CurveConfig):
             raise SynthdxError(f"{config}: not a learning-curve config (it needs 'experiment: curve'); "
                                "use `synthdx run` for other experiments")
+        _setup_logging(verbose)
+        from .experiments.curve import run_curve
+
+        run_curve(cfg, out, report_only)
     except (SynthdxError, ValueError, FileNotFoundError) as e:
         _fail(e)
-    run(config, out, set_, verbose)
 
 
 @app.command()

@@ -136,13 +136,15 @@ def _indices(row: np.ndarray) -> list[int]:
     return [int(j) for j in np.flatnonzero(row)]
 
 
-def run_curve(cfg: CurveConfig, out: Path) -> dict:
+def run_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -> dict:
+    """Train and score every point not yet in OUT/points, then report. `report_only`: train nothing,
+    report the points there are (the missing ones are listed in the report)."""
     out.mkdir(parents=True, exist_ok=True)
     with run_log(out / "run.log"):
-        return _run(cfg, out)
+        return _run(cfg, out, report_only)
 
 
-def _run(cfg: CurveConfig, out: Path) -> dict:
+def _run(cfg: CurveConfig, out: Path, report_only: bool = False) -> dict:
     from ..evaluate.contamination import guard_contamination
 
     claim_run_dir(out, cfg)
@@ -172,7 +174,9 @@ def _run(cfg: CurveConfig, out: Path) -> dict:
         for spec, source, n, seed in plan:
             path = _point_path(points_dir, spec.label, source.name, n, seed)
             bar.update(t, info=f"{spec.label} / {source.name} / n={n} / seed {seed}")
-            if not path.exists():
+            if not path.exists() and report_only:
+                skipped.append(f"{spec.label} / {source.name} / n={n} / seed {seed}: not run (report only)")
+            elif not path.exists():
                 train = training_set(source, data.pools, n, seed)
                 if train is None:
                     skipped.append(f"{spec.label} / {source.name} / n={n}: the pool is smaller")
