@@ -157,10 +157,12 @@ def test_mtsamples_curve_runs_on_real_labels_and_refuses_other_sources(tmp_path)
                 k += 1
     base = {"experiment": "curve", "task": "mtsamples",
             "data": {"path": str(path), "loader": "mtsamples", "test_fraction": 0.3, "min_label_count": 5},
-            "sizes": [10, 20], "seeds": [0], "learners": [{"kind": "tfidf"}], "eval": {"n_resamples": 100}}
+            "sizes": [10, 20], "seeds": [0], "eval": {"n_resamples": 100},
+            "learners": [{"kind": "tfidf"}, {"kind": "tfidf", "name": "TF-IDF, C=1", "options": {"C": 1.0}}]}
     result = run_curve(CurveConfig.model_validate({**base, "sources": [{"name": "real", "kind": "real"}]}),
                        tmp_path / "run")
     assert result["labels"] == sorted(words) and [p["n"] for p in result["curves"]["TF-IDF + LR"]["real"]] == [10, 20]
+    assert "Learners compared: real" in (tmp_path / "run" / "report.md").read_text()  # one plot, every learner
     with pytest.raises(ValueError, match="sources of kind teacher"):
         run_curve(CurveConfig.model_validate({**base, "sources": [{"name": "t", "kind": "teacher"}]}),
                   tmp_path / "run2")

@@ -53,7 +53,30 @@ def curve_sections(result: dict) -> list[Section]:
             notes = [f"{name}: {label} {_cell(r[metric])} (needs no training records)" for name, r in refs.items()]
             sections.append(Section(f"{learner} — {label}", header=header, rows=rows, plots=[plot],
                                     notes=notes))
+    if len(result["curves"]) > 1:
+        sections += _learner_comparison(result, refs)
     return sections
+
+
+def _learner_comparison(result: dict, refs: dict) -> list[Section]:
+    """One plot per data source with every learner's curve: which model to train at which N."""
+    from .plots import learning_curve_plot
+
+    sources = list(dict.fromkeys(src for by_source in result["curves"].values() for src in by_source))
+    out = []
+    for src in sources:
+        plots = []
+        for metric, label in METRIC_LABELS.items():
+            curves = {learner: [{"n": p["n"], "mean": p[metric]["mean"], "lo": p[metric]["lo"], "hi": p[metric]["hi"],
+                                 "per_seed": p[metric]["per_seed"]} for p in by_source[src]]
+                      for learner, by_source in result["curves"].items() if src in by_source}
+            title = f"{src}: {label} by learner"
+            plots.append(Plot(f"learners-{slug(src)}-{metric}",
+                              learning_curve_plot(curves, label, title,
+                                                  references={n: r[metric]["mean"] for n, r in refs.items()}),
+                              alt=title))
+        out.append(Section(f"Learners compared: {src}", plots=plots))
+    return out
 
 
 def write_curve_report(out: Path, result: dict) -> dict[str, Path]:
