@@ -16,6 +16,11 @@ BAND_NOTE = ("Each point is the mean over training seeds (each seed draws other 
              "single seeds.")
 
 
+def _plot_points(points: list[dict], metric: str) -> list[dict]:
+    """A curve's points in the form `plots.learning_curve_plot` takes, for one metric."""
+    return [{"n": p["n"], **{k: p[metric][k] for k in ("mean", "lo", "hi", "per_seed")}} for p in points]
+
+
 def _cell(d: dict) -> str:
     return f"{_num(d['mean'])} [{_num(d['lo'])}, {_num(d['hi'])}]"
 
@@ -35,9 +40,7 @@ def curve_sections(result: dict) -> list[Section]:
     refs = result.get("references", {})
     for metric, label in METRIC_LABELS.items():
         for learner, by_source in result["curves"].items():
-            curves = {src: [{"n": p["n"], "mean": p[metric]["mean"], "lo": p[metric]["lo"],
-                             "hi": p[metric]["hi"], "per_seed": p[metric]["per_seed"]} for p in pts]
-                      for src, pts in by_source.items()}
+            curves = {src: _plot_points(pts, metric) for src, pts in by_source.items()}
             references = {name: r[metric]["mean"] for name, r in refs.items()}
             title = f"{learner}: {label} on the real test part vs training records"
             plot = Plot(f"curve-{slug(learner)}-{metric}",
@@ -67,8 +70,7 @@ def _learner_comparison(result: dict, refs: dict) -> list[Section]:
     for src in sources:
         plots = []
         for metric, label in METRIC_LABELS.items():
-            curves = {learner: [{"n": p["n"], "mean": p[metric]["mean"], "lo": p[metric]["lo"], "hi": p[metric]["hi"],
-                                 "per_seed": p[metric]["per_seed"]} for p in by_source[src]]
+            curves = {learner: _plot_points(by_source[src], metric)
                       for learner, by_source in result["curves"].items() if src in by_source}
             title = f"{src}: {label} by learner"
             plots.append(Plot(f"learners-{slug(src)}-{metric}",
