@@ -259,6 +259,48 @@ def export(run_dir: Path = typer.Argument(..., help="A finished run directory (R
         _fail(e)
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: synthdx against the plain path a user would "
+                        "write, measured side by side in one run; prints a table, writes JSON.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("train")
+def bench_train(out: Path = typer.Option(..., "--out", "-o", help="Result JSON."),
+                model: str = typer.Option("smollm2-135m", help="Base model (embedded default, directory or hub id)."),
+                methods: str = typer.Option("lora,full", help="Comma-separated: lora, full."),
+                steps: int = typer.Option(6, min=1, help="Timed optimiser steps per path (after one warm-up step)."),
+                batch_size: int = typer.Option(8, min=1, help="Examples per step (both paths)."),
+                verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Training tokens/s, peak memory and MFU: synthdx's loop vs transformers Trainer + peft (fp32,
+    defaults), on the same examples, in one run; `speedup` = ours / plain."""
+    _setup_logging(verbose)
+    from .bench.train import run_train_bench
+
+    try:
+        run_train_bench(out, model=model, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                        steps=steps, batch_size=batch_size)
+    except (SynthdxError, ValueError) as e:
+        _fail(e)
+
+
+@bench_app.command("predict")
+def bench_predict(out: Path = typer.Option(..., "--out", "-o", help="Result JSON."),
+                  model: str = typer.Option("smollm2-135m", help="Model (embedded default, directory or hub id)."),
+                  tasks: str = typer.Option("radiology,rare-ddx", help="Comma-separated: radiology, rare-ddx."),
+                  records: int = typer.Option(48, min=1, help="Records per task (both paths score the same ones)."),
+                  verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Prediction records/s: synthdx's batched path vs `model.generate` one record at a time, on the
+    same records, in one run; `speedup` = ours / plain."""
+    _setup_logging(verbose)
+    from .bench.predict import run_predict_bench
+
+    try:
+        run_predict_bench(out, model=model, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
+                          records=records)
+    except (SynthdxError, ValueError) as e:
+        _fail(e)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -271,16 +271,25 @@ def train(records: Sequence[Record], task: MultiLabelTask, out_dir: str | Path, 
           device: str | None = None, progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Fine-tune on `records` and write a plain model to `out_dir` (with the task spec beside it).
     Returns training statistics (steps, tokens, time, loss curve)."""
-    from ..models.loading import default_device, load_tokenizer, pick_dtype
+    from ..models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model)
+    task.max_text_tokens = cfg.max_text_tokens
+    examples = [task.build_example(tokenizer, r) for r in records]
+    return fit(examples, tokenizer, task.spec(), out_dir, cfg, device=device, progress=progress)
+
+
+def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | Path, cfg: TrainConfig,
+        device: str | None = None, progress: Callable[[int, int, float], None] | None = None) -> dict:
+    """The training loop over tokenised examples (of one task, or a mixture of tasks); writes the
+    model with `task_spec` (what `load_trained_task` reads) to `out_dir/model`."""
+    from ..models.loading import default_device, pick_dtype
 
     out_dir = Path(out_dir)
     device = device or default_device()
     ddp = _Distributed(device)
     device = ddp.device
     set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model)
-    task.max_text_tokens = cfg.max_text_tokens
-    examples = [task.build_example(tokenizer, r) for r in records]
     if not examples:
         raise ValueError("no training examples")
     lengths = [len(e.input_ids) for e in examples]
@@ -367,14 +376,14 @@ def train(records: Sequence[Record], task: MultiLabelTask, out_dir: str | Path, 
                  truncated=sum(e.truncated for e in examples), device=device,
                  tokens_per_second=round(stats["tokens"] / max(stats["seconds"], 1e-9), 1))
     if ddp.main:
-        save_model(model, tokenizer, task, out_dir, cfg, stats)
+        save_model(model, tokenizer, task_spec, out_dir, cfg, stats)
         shutil.rmtree(ckpt_root, ignore_errors=True)
     ddp.barrier()
     ddp.close()
     return stats
 
 
-def save_model(model, tokenizer, task: MultiLabelTask, out_dir: Path, cfg: TrainConfig, stats: dict) -> None:
+def save_model(model, tokenizer, task_spec: dict, out_dir: Path, cfg: TrainConfig, stats: dict) -> None:
     """Merge LoRA (if any) and write a plain safetensors model + tokenizer + the task spec, atomically."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -385,7 +394,7 @@ def save_model(model, tokenizer, task: MultiLabelTask, out_dir: Path, cfg: Train
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     write_json(tmp / TASK_FILE, {
-        **task.spec(), "base_model": cfg.model, "train_config": asdict(cfg),
+        **task_spec, "base_model": cfg.model, "train_config": asdict(cfg),
         "train_stats": {k: v for k, v in stats.items() if k != "losses"}})
     final = out_dir / "model"
     shutil.rmtree(final, ignore_errors=True)

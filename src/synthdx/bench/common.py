@@ -1,0 +1,108 @@
+"""What every benchmark shares: the machine it ran on, the machine's measured matmul peak (the
+denominator of model-FLOPs utilisation), a printed table, and the JSON it writes.
+
+Peak: the best of a few timed square matmuls per dtype, on the threads torch uses. Utilisation is
+reported against the best dtype's peak (bf16 on CPUs with AMX / AVX512-BF16 and on GPUs; fp32 on a
+CPU without them, where bf16 is emulated and ~50x slower), and each dtype's peak is in the JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..io import write_json
+from ..progress import console
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """The hardware a benchmark ran on, as recorded in its JSON and printed under its table."""
+    from ..models.loading import cpu_supports_bf16
+
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_native_bf16": cpu_supports_bf16(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def describe(info: dict) -> str:
+    text = f"{info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads)"
+    if info.get("gpu"):
+        text += f", {info['gpu']}"
+    return text + ("" if info.get("cpu_native_bf16") else ", no native bf16 on the CPU")
+
+
+def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 1024, repeats: int = 5) -> float:
+    """Measured FLOP/s of an n x n matmul (best of `repeats` timed batches, after a warm-up)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    a @ b
+    sync()
+    # size one timed batch to ~0.3 s from the warm-up speed (bf16 without hardware support is slow)
+    t = time.perf_counter()
+    a @ b
+    sync()
+    per = max(time.perf_counter() - t, 1e-6)
+    reps = max(1, min(50, int(0.3 / per)))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync()
+        best = min(best, (time.perf_counter() - t) / reps)
+    return 2 * n ** 3 / best
+
+
+def peaks(device: str = "cpu") -> dict:
+    """Measured matmul FLOP/s per dtype and the best of them (the MFU denominator)."""
+    out = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+    out["best"] = max(out["fp32"], out["bf16"])
+    out["best_dtype"] = "bf16" if out["bf16"] >= out["fp32"] else "fp32"
+    return out
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence], note: str = "") -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*[str(v) for v in r])
+    console.print(table, markup=False, soft_wrap=True)
+    if note:
+        console.print(note, markup=False, soft_wrap=True)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """The same table as Markdown (for pasting into the README)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def save(out: str | Path, result: dict) -> None:
+    """Write the benchmark's JSON atomically."""
+    write_json(out, result)
