@@ -268,7 +268,7 @@ app.add_typer(bench_app, name="bench")
 def bench_train(out: Path = typer.Option(..., "--out", "-o", help="Result JSON."),
                 model: str = typer.Option("smollm2-135m", help="Base model (embedded default, directory or hub id)."),
                 methods: str = typer.Option("lora,full", help="Comma-separated: lora, full."),
-                steps: int = typer.Option(6, min=1, help="Timed optimiser steps per path (after one warm-up step)."),
+                steps: int = typer.Option(4, min=1, help="Timed optimiser steps per path (after one warm-up step)."),
                 batch_size: int = typer.Option(8, min=1, help="Examples per step (both paths)."),
                 verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Training tokens/s, peak memory and MFU: synthdx's loop vs transformers Trainer + peft (fp32,
