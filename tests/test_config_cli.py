@@ -102,7 +102,7 @@ def test_every_shipped_config_is_valid():
 
     folder = Path(__file__).resolve().parents[1] / "configs"
     kinds = {load_config(path).__class__.__name__ for path in sorted(folder.glob("*.yaml"))}
-    assert kinds == {"ExperimentConfig", "RareDdxConfig", "CurveConfig"}
+    assert kinds == {"ExperimentConfig", "RareDdxConfig", "CurveConfig", "MixtureConfig"}
 
 
 # ---- --set overrides ------------------------------------------------------------------------------

@@ -42,11 +42,15 @@ def run(config: Path = typer.Argument(..., help="Experiment config (YAML)."),
         verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Run an experiment config end to end: data, teacher, training, prediction, evaluation, report."""
     _setup_logging(verbose)
-    from .config import CurveConfig, RareDdxConfig, load_config
+    from .config import CurveConfig, MixtureConfig, RareDdxConfig, load_config
 
     try:
         cfg = load_config(config, set_ or [])
-        if isinstance(cfg, RareDdxConfig):
+        if isinstance(cfg, MixtureConfig):
+            from .experiments.mixture import run_mixture
+
+            run_mixture(cfg, out)
+        elif isinstance(cfg, RareDdxConfig):
             from .experiments.rare_ddx import run_rare_ddx
 
             run_rare_ddx(cfg, out)

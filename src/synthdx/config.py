@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -235,6 +235,91 @@ class CurveConfig(_Strict):
         return v
 
 
+# ---------------------------------------------------------------- joint multi-task training
+
+class RadiologyTaskEntry(_Strict):
+    """One task of a mixture: IU X-ray finding detection, with the sections of a radiology config
+    (data, teacher, synthetic, eval); the training settings are the mixture's shared `train`."""
+
+    task: Literal["radiology"]
+    weight: float = Field(gt=0, description="Share of the joint training examples (normalised over the tasks).")
+    max_text_tokens: int | None = Field(None, ge=16, description="Prompt text cut; None: train.max_text_tokens.")
+    data: DataConfig
+    teacher: TeacherConfig = TeacherConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("data")
+    @classmethod
+    def _no_validation(cls, v: DataConfig) -> DataConfig:
+        if v.validation_fraction:
+            raise ValueError("validation_fraction must be 0 in a mixture (per-label threshold tuning is not part "
+                             "of the mixture report)")
+        return v
+
+    def experiment(self, train: TrainSection, title: str) -> ExperimentConfig:
+        """This task as a stand-alone radiology config (the stages of `experiments.radiology` take it)."""
+        mtt = self.max_text_tokens or train.max_text_tokens
+        return ExperimentConfig(title=title, data=self.data, teacher=self.teacher, synthetic=self.synthetic,
+                                train=train.model_copy(update={"max_text_tokens": mtt}), eval=self.eval)
+
+
+class RareDdxTaskEntry(_Strict):
+    """One task of a mixture: rare-disease differential diagnosis, with the sections of a rare-ddx
+    config (data, knowledge, synthetic, rerank, eval)."""
+
+    task: Literal["rare-ddx"]
+    weight: float = Field(gt=0, description="Share of the joint training examples (normalised over the tasks).")
+    max_text_tokens: int | None = Field(256, ge=16, description="Prompt text cut; None: train.max_text_tokens.")
+    data: CasesConfig
+    knowledge: KnowledgeConfig = KnowledgeConfig()
+    synthetic: HPOSyntheticConfig = HPOSyntheticConfig()
+    rerank: RerankConfig = RerankConfig()
+    eval: RankingEvalConfig = RankingEvalConfig()
+
+    def experiment(self, train: TrainSection, title: str) -> RareDdxConfig:
+        mtt = self.max_text_tokens or train.max_text_tokens
+        return RareDdxConfig(experiment="rare-ddx", title=title, data=self.data, knowledge=self.knowledge,
+                             synthetic=self.synthetic, train=train.model_copy(update={"max_text_tokens": mtt}),
+                             rerank=self.rerank, eval=self.eval)
+
+
+MixtureTask = Annotated[RadiologyTaskEntry | RareDdxTaskEntry, Field(discriminator="task")]
+
+
+class MixtureSection(_Strict):
+    n_examples: int | None = Field(None, ge=1, description=(
+        "Joint training examples in all, split over the tasks by weight (largest remainder). None: as many as "
+        "the pools give with no example drawn twice (the task whose pool is smallest for its weight sets it)."))
+    seed: int = Field(0, description="Seeds which pool examples are drawn (a seeded permutation per task).")
+    alone: bool = Field(True, description=(
+        "Also train each task alone on exactly the examples of that task the joint run drew (same settings; "
+        "fewer steps), and compare it with the joint model on that task's test data."))
+
+
+class MixtureConfig(_Strict):
+    experiment: Literal["mixture"]
+    title: str = "Joint multi-task training"
+    tasks: list[MixtureTask]
+    mixture: MixtureSection = MixtureSection()
+    train: TrainSection = TrainSection()
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: list) -> list:
+        if len(v) < 2:
+            raise ValueError("a mixture needs at least two tasks")
+        names = [t.task for t in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each task may appear once (got {', '.join(names)})")
+        return v
+
+    @property
+    def weights(self) -> dict[str, float]:
+        total = sum(t.weight for t in self.tasks)
+        return {t.task: t.weight / total for t in self.tasks}
+
+
 def _format_errors(e: ValidationError) -> str:
     lines = []
     for err in e.errors():
@@ -262,16 +347,27 @@ def _merge(base: dict, extra: dict) -> dict:
     for k, v in extra.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
             _merge(base[k], v)
+        elif isinstance(v, dict) and isinstance(base.get(k), list) and all(str(i).isdigit() for i in v):
+            # tasks.1.weight=2: an index into a list of sections
+            for i, sub in v.items():
+                i = int(i)
+                if i >= len(base[k]):
+                    raise ConfigError(f"override {k}.{i}: the list has {len(base[k])} items")
+                if isinstance(sub, dict) and isinstance(base[k][i], dict):
+                    _merge(base[k][i], sub)
+                else:
+                    base[k][i] = sub
         else:
             base[k] = v
     return base
 
 
-CONFIG_KINDS = {"radiology": ExperimentConfig, "rare-ddx": RareDdxConfig, "curve": CurveConfig}
+CONFIG_KINDS = {"radiology": ExperimentConfig, "rare-ddx": RareDdxConfig, "curve": CurveConfig,
+                "mixture": MixtureConfig}
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None
-                ) -> ExperimentConfig | RareDdxConfig | CurveConfig:
+                ) -> ExperimentConfig | RareDdxConfig | CurveConfig | MixtureConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
@@ -287,7 +383,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None
         cfg = kind.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{path}: invalid config\n{_format_errors(e)}") from None
-    cfg.data.path = str(resolve_data_path(cfg.data.path, path))
+    for section in ([t.data for t in cfg.tasks] if isinstance(cfg, MixtureConfig) else [cfg.data]):
+        section.path = str(resolve_data_path(section.path, path))
     return cfg
 
 

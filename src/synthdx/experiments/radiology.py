@@ -7,6 +7,7 @@ skipped, so an interrupted run picks up where it stopped (training resumes from 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,18 +57,26 @@ def run_llm_predictions(model_path: str, task, texts: list[str], batch_size: int
     return preds, info
 
 
-def run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    with run_log(out / "run.log"):
-        return _run_radiology(cfg, out)
+@dataclass
+class RadiologyData:
+    """The data stages' output: the split, the rule teacher, and the training records (teacher-labelled
+    pool + synthetic reports), checked against the test part by the contamination guard."""
+
+    pool: list[Record]
+    validation: list[Record]
+    test: list[Record]
+    split: dict
+    teacher: object
+    train_real: list[Record]
+    synthetic: list[Record]
+    train_records: list[Record]
+    val_labelled: list[Record]
 
 
-def _run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
-    claim_run_dir(out, cfg)
-    timer = StageTimer()
-    task = radiology_task(cfg.train.max_text_tokens)
-    names = task.label_space.names
-    data_dir, pred_dir = out / "data", out / "predictions"
+def prepare_radiology_data(cfg: ExperimentConfig, out: Path, timer: StageTimer) -> RadiologyData:
+    """Load and split the real reports, teacher-label the pool (and validation split), generate the
+    synthetic reports, and run the contamination guard; outputs are cached in `out/data`."""
+    data_dir = out / "data"
 
     with timer.stage("load and split real reports"):
         records = load_records(cfg.data.path, cfg.data.loader)
@@ -127,12 +136,31 @@ def _run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
         with timer.stage("teacher labels the validation split"):
             # thresholds are tuned on teacher labels: the curated labels stay for the test part only
             val_labelled = cached_records(data_dir / "validation_teacher.jsonl", lambda: teacher_labels(validation))
-    y_val = multi_hot([r.labels for r in val_labelled], names) if val_labelled else None
-    val_texts = [r.text for r in val_labelled]
-
     with timer.stage("contamination guard"):
         guard_contamination(train_records, test, near_threshold=cfg.data.near_duplicate,
                             what="the test part (against the training records)")
+
+    return RadiologyData(pool, validation, test, split, teacher, train_real, synthetic, train_records, val_labelled)
+
+
+def run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    with run_log(out / "run.log"):
+        return _run_radiology(cfg, out)
+
+
+def _run_radiology(cfg: ExperimentConfig, out: Path) -> dict:
+    claim_run_dir(out, cfg)
+    timer = StageTimer()
+    task = radiology_task(cfg.train.max_text_tokens)
+    names = task.label_space.names
+    pred_dir = out / "predictions"
+
+    d = prepare_radiology_data(cfg, out, timer)
+    pool, validation, test, split, teacher = d.pool, d.validation, d.test, d.split, d.teacher
+    train_real, synthetic, train_records, val_labelled = d.train_real, d.synthetic, d.train_records, d.val_labelled
+    y_val = multi_hot([r.labels for r in val_labelled], names) if val_labelled else None
+    val_texts = [r.text for r in val_labelled]
 
     y_true = multi_hot([r.labels for r in test], names)
     test_ids, test_texts = [r.id for r in test], [r.text for r in test]

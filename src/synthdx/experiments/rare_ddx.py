@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -137,20 +138,45 @@ def _ranking_rows(ids, retrieved, model_scores, weight, names) -> list[dict]:
     return rows
 
 
-def _run(cfg: RareDdxConfig, out: Path) -> dict:
+@dataclass
+class RareDdxData:
+    """The data stages' output: knowledge, candidates, the knowledge ranker and the task; the real
+    cases and the sample the model is scored on (with their rendered summaries); the synthetic
+    training and validation patients and the training records, checked by the contamination guard."""
+
+    knowledge: object
+    candidates: list[str]
+    ranker: object
+    task: object
+    cases: list[Case]
+    sample: list[Case]
+    train_cases: list[Case]
+    val_cases: list[Case]
+    records: list[Record]
+    s_texts: list[str]
+    s_ids: list[str]
+    synthetic_seed: int
+
+    def text_of(self, case: Case, seed: int) -> str:
+        from ..tasks.rare_ddx_render import render_summary
+
+        return render_summary(case.patient, self.knowledge, seed=seed)
+
+    def validation_texts(self) -> list[str]:
+        return [self.text_of(c, self.synthetic_seed + 1) for c in self.val_cases]
+
+
+def prepare_rare_ddx_data(cfg: RareDdxConfig, out: Path, timer: StageTimer) -> RareDdxData:
+    """Knowledge and ranker, the real cases and their model sample, the synthetic patients (cached in
+    `out/data`), their rendered training records, and the contamination guard."""
     from ..baselines.phenotype_ranker import PhenotypeRanker
     from ..datasets.phenopackets import load_phenopackets
-    from ..evaluate.ranking import evaluate_ranking, format_ranking_table
     from ..knowledge.hpo import load_hpo
     from ..synth.hpo_patients import HPOPatientGenerator
     from ..tasks.rare_ddx import rare_ddx_task
     from ..tasks.rare_ddx_render import render_summary
 
-    claim_run_dir(out, cfg)
-    timer = StageTimer()
-    data_dir, pred_dir = out / "data", out / "predictions"
-    k = cfg.rerank.top_k
-
+    data_dir = out / "data"
     with timer.stage("HPO knowledge and the knowledge ranker"):
         knowledge = load_hpo()
         candidates = knowledge.candidates(cfg.knowledge.candidates, cfg.knowledge.branch)
@@ -197,6 +223,24 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
         guard_contamination(records, [Record(i, t, None) for i, t in zip(s_ids, s_texts)],
                             what="the real cases the model is scored on (against the synthetic training patients)")
 
+    return RareDdxData(knowledge, candidates, ranker, task, cases, sample, train_cases, val_cases, records,
+                       s_texts, s_ids, cfg.synthetic.seed)
+
+
+def _run(cfg: RareDdxConfig, out: Path) -> dict:
+    from ..baselines.phenotype_ranker import PhenotypeRanker
+    from ..evaluate.ranking import evaluate_ranking, format_ranking_table
+
+    claim_run_dir(out, cfg)
+    timer = StageTimer()
+    data_dir, pred_dir = out / "data", out / "predictions"
+    k = cfg.rerank.top_k
+
+    d = prepare_rare_ddx_data(cfg, out, timer)
+    knowledge, candidates, ranker, task = d.knowledge, d.candidates, d.ranker, d.task
+    cases, sample, train_cases, val_cases, records = d.cases, d.sample, d.train_cases, d.val_cases, d.records
+    s_texts, s_ids = d.s_texts, d.s_ids
+
     with timer.stage("fine-tune the model"):
         train_stats = train_or_reuse(records, task, out, cfg.train)
 
@@ -221,7 +265,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     s_cov = np.array([covered[sample_idx[c.id]] for c in sample])
     s_obs = [len(c.patient.observed) for c in sample]
     v_golds = [list(c.gold) for c in val_cases]
-    v_texts, v_ids = [text_of(c, cfg.synthetic.seed + 1) for c in val_cases], [c.id for c in val_cases]
+    v_texts, v_ids = d.validation_texts(), [c.id for c in val_cases]
 
     with timer.stage("retrieve the top candidates"):
         retrieved = {"full": _retrieve(ranker, sample, k, False), "val": _retrieve(ranker, val_cases, k, False)}

