@@ -40,30 +40,41 @@ def run(config: Path = typer.Argument(..., help="Experiment config (YAML)."),
         out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; an existing one is resumed)."),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: train.epochs=2."),
         verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
-    """Run an experiment config end to end: data, teacher, training, prediction, evaluation, report."""
+    """Run an experiment config end to end: data, teacher, training, prediction, evaluation, report.
+    Under torchrun / accelerate launch, training is data-parallel over the processes and every other
+    stage runs once, on rank 0."""
     _setup_logging(verbose)
+    from . import distributed
     from .config import CurveConfig, MixtureConfig, RareDdxConfig, load_config
 
     try:
         cfg = load_config(config, set_ or [])
-        if isinstance(cfg, MixtureConfig):
-            from .experiments.mixture import run_mixture
 
-            run_mixture(cfg, out)
-        elif isinstance(cfg, RareDdxConfig):
-            from .experiments.rare_ddx import run_rare_ddx
+        def experiment() -> None:
+            if isinstance(cfg, MixtureConfig):
+                from .experiments.mixture import run_mixture
 
-            run_rare_ddx(cfg, out)
-        elif isinstance(cfg, CurveConfig):
-            from .experiments.curve import run_curve
+                run_mixture(cfg, out)
+            elif isinstance(cfg, RareDdxConfig):
+                from .experiments.rare_ddx import run_rare_ddx
 
-            run_curve(cfg, out)
-        else:
-            from .experiments.radiology import run_radiology
+                run_rare_ddx(cfg, out)
+            elif isinstance(cfg, CurveConfig):
+                from .experiments.curve import run_curve
 
-            run_radiology(cfg, out)
+                run_curve(cfg, out)
+            else:
+                from .experiments.radiology import run_radiology
+
+                run_radiology(cfg, out)
+
+        # torchrun / accelerate: rank 0 runs the experiment; the other ranks join its training
+        # (data-parallel) and otherwise wait, so no stage runs twice or writes a file twice.
+        distributed.lead(experiment)
     except (SynthdxError, ValueError, FileNotFoundError) as e:
         _fail(e)
+    except distributed.RankZeroFailed:
+        raise typer.Exit(2) from None  # rank 0 printed the error
 
 
 @app.command()
@@ -110,8 +121,10 @@ def label(input: Path = typer.Option(..., "--input", "-i", help="Reports: JSONL/
           uncertain: str = typer.Option("negative", help="Uncertain mentions: positive, negative or ignore."),
           text_column: str = typer.Option("text", help="Text column for generic files."),
           id_column: str = typer.Option("id", help="Id column for generic files.")) -> None:
-    """Label unlabelled reports with a teacher: synthetic labels for training."""
+    """Label unlabelled reports with a teacher: synthetic labels for training. Under torchrun /
+    accelerate launch each process labels a share of the reports and rank 0 writes the file."""
     _setup_logging(False)
+    from . import distributed
     from .datasets import ColumnMap, load_records
     from .io import write_jsonl
     from .teachers.radiology_rules import RadiologyRuleLabeler
@@ -122,11 +135,14 @@ def label(input: Path = typer.Option(..., "--input", "-i", help="Reports: JSONL/
         if uncertain not in ("positive", "negative", "ignore"):
             raise SynthdxError("--uncertain must be positive, negative or ignore")
         records = load_records(input, columns=ColumnMap(id=id_column, text=text_column, labels=None))
-        labelled = RadiologyRuleLabeler(uncertain=uncertain).label(records)
-        n = write_jsonl(output, ({"id": r.id, "labels": r.labels,
-                                  **({"masked_labels": r.meta["masked_labels"]} if "masked_labels" in r.meta else {})}
-                                 for r in labelled))
-        console.print(f"labelled {n} records -> {output}")
+        distributed.init()
+        labelled = RadiologyRuleLabeler(uncertain=uncertain).label(distributed.shard(records))
+        rows = distributed.gather_ordered(len(records), [
+            {"id": r.id, "labels": r.labels,
+             **({"masked_labels": r.meta["masked_labels"]} if "masked_labels" in r.meta else {})} for r in labelled])
+        if rows is not None:  # rank 0 (or the only process) writes
+            n = write_jsonl(output, rows)
+            console.print(f"labelled {n} records -> {output}")
     except (SynthdxError, ValueError) as e:
         _fail(e)
 
@@ -141,14 +157,19 @@ def synth(generator: str = typer.Option("radiology-reports", help="radiology-rep
           branch: Optional[str] = typer.Option(None, help="hpo-patients: only diseases with a feature under this HPO term."),
           output: Path = typer.Option(..., "--output", "-o", help="JSONL of records: id, text, labels, meta.")) -> None:
     """Generate labelled synthetic records: chest X-ray reports, or rare-disease patients from HPO
-    annotations (rows: the patient's phenotype, its rendered summary as text, the disease as label)."""
+    annotations (rows: the patient's phenotype, its rendered summary as text, the disease as label).
+    Every record is seeded by (seed, its index): under torchrun / accelerate launch each process makes
+    a share and rank 0 writes the same file one process would."""
+    from . import distributed
     from .io import write_jsonl
 
     try:
         if generator == "radiology-reports":
             from .synth.radiology_reports import RadiologyReportGenerator
 
-            rows = [r.to_dict() for r in RadiologyReportGenerator(seed=seed).generate(n)]
+            distributed.init()
+            mine = RadiologyReportGenerator(seed=seed).generate(n, indices=distributed.shard_positions(n))
+            rows = distributed.gather_ordered(n, [r.to_dict() for r in mine])
         elif generator == "hpo-patients":
             from .knowledge.hpo import load_hpo
             from .synth.hpo_patients import HPOPatientGenerator
@@ -164,13 +185,17 @@ def synth(generator: str = typer.Option("radiology-reports", help="radiology-rep
             usable = gen.usable_diseases(chosen)
             if not usable:
                 raise SynthdxError("none of the chosen diseases has a phenotype with a frequency above 0")
-            cases = gen.generate(usable, n)
-            rows = [{**c.to_dict(), "id": c.id, "text": render_summary(c.patient, knowledge, seed=seed),
-                     "labels": list(c.gold)} for c in cases]
+            distributed.init()
+            units = [(d, i) for d in usable for i in range(n)]  # gen.generate(usable, n)'s order
+            cases = [gen.patient_case(d, i) for d, i in distributed.shard(units)]
+            rows = distributed.gather_ordered(len(units), [
+                {**c.to_dict(), "id": c.id, "text": render_summary(c.patient, knowledge, seed=seed),
+                 "labels": list(c.gold)} for c in cases])
         else:
             raise SynthdxError(f"unknown generator {generator!r}; available: radiology-reports, hpo-patients")
-        write_jsonl(output, rows)
-        console.print(f"wrote {len(rows)} synthetic records -> {output}")
+        if rows is not None:  # rank 0 (or the only process) writes
+            write_jsonl(output, rows)
+            console.print(f"wrote {len(rows)} synthetic records -> {output}")
     except (SynthdxError, ValueError) as e:
         _fail(e)
 
@@ -185,7 +210,8 @@ def predict(model: str = typer.Option(..., "--model", "-m", help="A trained mode
             verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Predict labels (with per-label scores) for every input row; with --task rare-ddx (or a model
     trained for it), rank diseases for every phenopacket (zip, directory or JSONL). Rows are written
-    as batches finish; an interrupted run resumes after the last written row."""
+    as batches finish; an interrupted run resumes after the last written row. Under torchrun /
+    accelerate launch each process predicts a share and rank 0 merges them, in input order."""
     _setup_logging(verbose)
     from .infer.batch import is_ranking_model, predict_file, rank_file
 
@@ -291,16 +317,21 @@ def bench_train(out: Path = typer.Option(..., "--out", "-o", help="Result JSON."
 def bench_predict(out: Path = typer.Option(..., "--out", "-o", help="Result JSON."),
                   model: str = typer.Option("smollm2-135m", help="Model (embedded default, directory or hub id)."),
                   tasks: str = typer.Option("radiology,rare-ddx", help="Comma-separated: radiology, rare-ddx."),
-                  records: int = typer.Option(48, min=1, help="Records per task (both paths score the same ones)."),
+                  records: int = typer.Option(48, min=2, help="Radiology reports (both paths predict the same ones)."),
+                  rare_records: int = typer.Option(16, min=2, help="Rare-disease cases (both paths score the same ones)."),
+                  batch_size: int = typer.Option(16, min=1, help="Our path's batch size."),
+                  rounds: int = typer.Option(3, min=1, help="Groups the records are split into; the paths alternate by group."),
                   verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
-    """Prediction records/s: synthdx's batched path vs `model.generate` one record at a time, on the
-    same records, in one run; `speedup` = ours / plain."""
+    """Prediction records/s: synthdx's batched path vs `model.generate` one record at a time
+    (radiology) and one full forward pass per candidate (rare-ddx), on the same records, in one
+    run; `speedup` = ours / plain. With a base model the plain path's generation budget is our
+    answer's length (it would not stop); `--model RUN/model` benchmarks a trained model."""
     _setup_logging(verbose)
     from .bench.predict import run_predict_bench
 
     try:
         run_predict_bench(out, model=model, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
-                          records=records)
+                          records=records, rare_records=rare_records, batch_size=batch_size, rounds=rounds)
     except (SynthdxError, ValueError) as e:
         _fail(e)
 

@@ -1,5 +1,11 @@
 """Stages every experiment recipe shares: fine-tuning into RUN/model (reused when already there)
-and a description of the hardware a run used."""
+and a description of the hardware a run used.
+
+Several processes (`torchrun ... -m synthdx.cli run`): `cli.run` hands the experiment to
+`distributed.lead`, so an experiment function runs on rank 0 only and needs no rank checks of its
+own; `train_or_reuse` trains on every rank through `distributed.on_all_ranks`. A recipe that trains
+another way makes it data-parallel the same way: `on_all_ranks(fit, examples, tokenizer, spec,
+out_dir, cfg, main_kwargs={"progress": report})` (called directly, it trains in rank 0 alone)."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 import yaml
 
+from ..distributed import on_all_ranks
 from ..errors import ConfigError
 from ..io import atomic_open, read_jsonl, write_jsonl
 from ..progress import console, log, make_progress
@@ -35,7 +42,10 @@ def train_or_reuse(records: Sequence[Record], task, out: Path, train_section) ->
                 if step % 10 == 0 or step == total:
                     log.info("training step %d/%d loss %.4f", step, total, loss)
 
-            stats = train(records, task, out, TrainConfig(**train_section.model_dump()), progress=report)
+            # Under `synthdx run` with several processes (distributed.lead) every rank trains
+            # (data-parallel); the rest of the experiment runs on rank 0 alone. Otherwise a plain call.
+            stats = on_all_ranks(train, records, task, out, TrainConfig(**train_section.model_dump()),
+                                 main_kwargs={"progress": report})
         stats.pop("losses", None)
     msg = (f"trained on {stats['examples']} examples, {stats['tokens']} tokens, "
            f"{stats['tokens_per_second']} tokens/s ({stats['dtype']})")

@@ -1137,9 +1137,10 @@ class RadiologyReportGenerator:
         return dict(self._model()[3])
 
     # -- sampling -----------------------------------------------------------------------------
-    def generate(self, n: int) -> list[Record]:
+    def generate(self, n: int, indices: Iterable[int] | None = None) -> list[Record]:
         """`n` reports; the same seed (and fit) gives the same reports, and generate(m) is a prefix
-        of generate(n) for m < n."""
+        of generate(n) for m < n. Report i depends only on (seed, fit, i): `indices` makes just
+        those reports of `generate(n)` (how several processes split one set between them)."""
         p_nf, weights, probs, _ = self._model()
         scen = self._scenarios()
         names = [s.name for s in scen] if len(scen) == len(weights) else [f"s{i}" for i in range(len(weights))]
@@ -1149,7 +1150,9 @@ class RadiologyReportGenerator:
         params = _Params(self.hedge_rate, self.typo_rate, self.abbreviation_rate, self.deid_rate,
                          self.incidental_rate, self.impression_only_rate)
         out: list[Record] = []
-        for i in range(n):
+        for i in (range(n) if indices is None else indices):
+            if not 0 <= i < n:
+                raise ValueError(f"report index {i} is outside 0..{n - 1}")
             rng = random.Random(f"{GENERATOR_NAME}:{self.seed}:{i}")
             if rng.random() < p_nf:
                 labels, scenario, n_inc = [NF], "normal", 0
