@@ -103,6 +103,11 @@ def test_training_flops_by_hand():
     assert training_flops(config, [3], 1, "full") == 3 * linear + 3 * attention
     # FLOPs are additive over rows
     assert training_flops(config, [3, 3], 2, "full") == 2 * training_flops(config, [3], 1, "full")
+    # a 2-token prefix both rows share is counted once: 4 tokens, 3x4 + 3x4 - 2x3 attention pairs
+    linear = 2 * 576 * 2 * 4 + 2 * 100 * 8 * 2
+    attention = 2 * 2 * 4 * 18 * 2
+    assert training_flops(config, [3, 3], 2, "lora", shared_prefix=2) == 2 * linear + 3 * attention
+    assert training_flops(config, [3], 1, "lora", shared_prefix=2) == training_flops(config, [3], 1, "lora")
 
 
 def test_train_benchmark_runs_both_paths_and_writes_its_json(tmp_path, tiny_model_dir, monkeypatch):
@@ -118,6 +123,6 @@ def test_train_benchmark_runs_both_paths_and_writes_its_json(tmp_path, tiny_mode
     lora = saved["methods"]["lora"]
     for path in ("plain", "synthdx"):
         assert lora[path]["tokens"] > 0 and lora[path]["seconds"] > 0 and lora[path]["peak_memory_mib"] > 0
-        assert 0 < lora[path]["mfu"] < 1
+        assert 0 < lora[path]["mfu"] < 1 and 0 <= lora[path]["padding"] < 1
     assert saved["speedup"] == pytest.approx(lora["synthdx"]["tokens_per_second"] / lora["plain"]["tokens_per_second"])
     assert "| path |" in saved["table_markdown"]

@@ -41,21 +41,35 @@ def bench_examples(tokenizer, n: int, seed: int = 0, max_text_tokens: int = 320)
     return task, [task.build_example(tokenizer, r) for r in RadiologyReportGenerator(seed=seed).generate(n)]
 
 
-def training_flops(config, lengths: Sequence[int], answer_positions: int, method: str) -> float:
-    """Model FLOPs of one optimiser step on rows of `lengths` real tokens, `answer_positions` of
-    which predict an answer token. Forward: 2 x (weights of the transformer layers) per token, causal
-    attention 2 x d x T(T+1) per layer and row, the LM head 2 x V x d per answer position. Backward:
-    2x forward for the gradients of activations, +1x forward for weight gradients in full
-    fine-tuning (LoRA adapters' own FLOPs, ~5% at r=16, are left out: the figure errs low)."""
+def training_flops(config, lengths: Sequence[int], answer_positions: int, method: str, shared_prefix: int = 0) -> float:
+    """Model FLOPs of one optimiser step on one batch: rows of `lengths` real tokens whose first
+    `shared_prefix` tokens are the same in every row (counted once: recomputing them is not work the
+    objective needs), `answer_positions` of which predict an answer token. Forward: 2 x (weights of
+    the transformer layers) per token, causal attention 2 x d x T(T+1) per layer and row, the LM
+    head 2 x V x d per answer position. Backward: 2x forward for the gradients of activations, +1x
+    forward for weight gradients in full fine-tuning (LoRA adapters' own FLOPs, ~5% at r=16, are
+    left out: the figure errs low)."""
     d, L = config.hidden_size, config.num_hidden_layers
     heads = config.num_attention_heads
     kv = getattr(config, "num_key_value_heads", heads) or heads
     head_dim = getattr(config, "head_dim", None) or d // heads
     per_layer = d * heads * head_dim * 2 + d * kv * head_dim * 2 + 3 * d * config.intermediate_size
-    tokens = sum(lengths)
+    p = shared_prefix if len(lengths) > 1 else 0
+    tokens = sum(lengths) - p * (len(lengths) - 1)
     linear = 2 * per_layer * L * tokens + 2 * config.vocab_size * d * answer_positions
-    attention = sum(2 * heads * head_dim * t * (t + 1) for t in lengths) * L
+    pairs = sum(t * (t + 1) for t in lengths) - p * (p + 1) * (len(lengths) - 1)
+    attention = 2 * heads * head_dim * pairs * L
     return (3.0 if method == "full" else 2.0) * linear + 3.0 * attention
+
+
+def _batch_shape(input_ids, attention_mask, labels) -> dict:
+    """What the FLOP count and the padding share need to know of one batch."""
+    from ..train.sft import shared_prefix_length
+
+    same = ((input_ids == input_ids[:1]) & (attention_mask == 1)).all(0)
+    return {"lengths": [int(m.sum()) for m in attention_mask], "width": int(input_ids.shape[1]),
+            "answers": int((labels[:, 1:] != -100).sum()),
+            "prefix": int(same.long().cumprod(0).sum()) if input_ids.shape[0] > 1 else 0}
 
 
 def _train_config(method: str, model: str, steps: int, batch_size: int):
@@ -89,17 +103,21 @@ def _ours(method: str, model: str, steps: int, batch_size: int, n_examples: int,
         shutil.rmtree(out, ignore_errors=True)
     return {"seconds": ends[-1] - ends[0], "tokens": sum(stats["step_tokens"][1:]),
             "dtype": str(pick_dtype(device, cfg.precision)).replace("torch.", ""),
-            "peak_memory_mib": _peak_memory_mib(device), "rows": _rows_after_warmup(examples, cfg, stats)}
+            "peak_memory_mib": _peak_memory_mib(device), "batches": _batches_after_warmup(examples, tok, cfg, stats)}
 
 
-def _rows_after_warmup(examples, cfg, stats) -> list[list[int]]:
-    """(length, answer positions) of every example trained on after the warm-up step: ours takes
-    its batches from the same seeded schedule `fit` used."""
-    from ..train.sft import length_grouped_batches
+def _batches_after_warmup(examples, tokenizer, cfg, stats) -> list[dict]:
+    """The shape of every batch trained on after the warm-up step: ours takes its batches from the
+    same seeded schedule `fit` used."""
+    from ..train.sft import collate, length_grouped_batches
 
     lengths = [len(e.input_ids) for e in examples]
     schedule = length_grouped_batches(lengths, cfg.batch_size, cfg.seed)[1:stats["steps"]]
-    return [[lengths[i], sum(1 for x in examples[i].labels[1:] if x != -100)] for b in schedule for i in b]
+    shapes = []
+    for b in schedule:
+        batch = collate([examples[i] for i in b], tokenizer.pad_token_id)
+        shapes.append(_batch_shape(batch["input_ids"], batch["attention_mask"], batch["labels"]))
+    return shapes
 
 
 def _plain(method: str, model: str, steps: int, batch_size: int, n_examples: int, device: str) -> dict:
@@ -120,12 +138,10 @@ def _plain(method: str, model: str, steps: int, batch_size: int, n_examples: int
                                            target_modules=cfg.lora_targets, task_type="CAUSAL_LM"))
     data = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
             for e in examples]
-    rows: list[list[list[int]]] = [[]]  # per step: (length, answer positions) of each row
+    batches: list[dict] = []  # the shape of each step's batch, as the model saw it
 
     def count(_module, args, kwargs):
-        mask, labels = kwargs.get("attention_mask"), kwargs.get("labels")
-        for m, lab in zip(mask, labels):
-            rows[-1].append([int(m.sum()), int((lab[1:] != -100).sum())])
+        batches.append(_batch_shape(kwargs["input_ids"], kwargs["attention_mask"], kwargs["labels"]))
 
     base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
     base.register_forward_pre_hook(count, with_kwargs=True)
@@ -134,7 +150,6 @@ def _plain(method: str, model: str, steps: int, batch_size: int, n_examples: int
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             ends.append(time.perf_counter())
-            rows.append([])
 
     out = tempfile.mkdtemp(prefix="synthdx-bench-plain-")
     try:
@@ -146,9 +161,9 @@ def _plain(method: str, model: str, steps: int, batch_size: int, n_examples: int
                 data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)).train()
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    timed = [r for step in rows[1:len(ends)] for r in step]
-    return {"seconds": ends[-1] - ends[0], "tokens": sum(r[0] for r in timed), "dtype": "float32",
-            "peak_memory_mib": _peak_memory_mib(device), "rows": timed}
+    timed = batches[1:len(ends)]
+    return {"seconds": ends[-1] - ends[0], "tokens": sum(sum(b["lengths"]) for b in timed), "dtype": "float32",
+            "peak_memory_mib": _peak_memory_mib(device), "batches": timed}
 
 
 def _in_fresh_process(fn, *args) -> dict:
@@ -176,8 +191,11 @@ def run_train_bench(out: str | Path, model: str = "smollm2-135m", methods: Seque
         res = {}
         for path, fn in (("plain", _plain), ("synthdx", _ours)):
             r = _in_fresh_process(fn, method, model, steps, batch_size, n_examples, device)
-            flops = sum(training_flops(config, [n], a, method) for n, a in r.pop("rows"))
-            r.update(tokens_per_second=r["tokens"] / r["seconds"], model_flops_per_second=flops / r["seconds"])
+            batches = r.pop("batches")
+            flops = sum(training_flops(config, b["lengths"], b["answers"], method, b["prefix"]) for b in batches)
+            computed = sum(b["width"] * len(b["lengths"]) for b in batches)
+            r.update(tokens_per_second=r["tokens"] / r["seconds"], model_flops_per_second=flops / r["seconds"],
+                     padding=1 - r["tokens"] / computed)
             r["mfu"] = r["model_flops_per_second"] / peak["best"]
             res[path] = r
         res["speedup"] = res["synthdx"]["tokens_per_second"] / res["plain"]["tokens_per_second"]
@@ -186,9 +204,10 @@ def run_train_bench(out: str | Path, model: str = "smollm2-135m", methods: Seque
         for path in ("plain", "synthdx"):
             r = res[path]
             rows.append([f"{method} ({'Trainer + peft' if path == 'plain' else 'synthdx'})", r["dtype"],
-                         f"{r['tokens_per_second']:.0f}", f"{r['peak_memory_mib']:.0f}", f"{100 * r['mfu']:.1f}%",
+                         f"{r['tokens_per_second']:.0f}", f"{100 * r['padding']:.0f}%", f"{r['peak_memory_mib']:.0f}",
+                         f"{100 * r['mfu']:.1f}%",
                          f"{res['speedup']:.2f}x" if path == "synthdx" else ""])
-    columns = ["path", "dtype", "tokens/s", "peak MiB", "MFU", "speedup"]
+    columns = ["path", "dtype", "tokens/s", "padding", "peak MiB", "MFU", "speedup"]
     note = (f"{model}, {steps} timed steps of {batch_size} synthetic radiology examples per path, on "
             f"{describe(hw)}. Matmul peak: fp32 {peak['fp32'] / 1e9:.1f}, bf16 {peak['bf16'] / 1e9:.1f} "
             f"GFLOP/s; MFU against the best ({peak['best_dtype']}).")
