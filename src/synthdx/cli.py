@@ -318,7 +318,7 @@ def bench_predict(out: Path = typer.Option(..., "--out", "-o", help="Result JSON
                   model: str = typer.Option("smollm2-135m", help="Model (embedded default, directory or hub id)."),
                   tasks: str = typer.Option("radiology,rare-ddx", help="Comma-separated: radiology, rare-ddx."),
                   records: int = typer.Option(48, min=2, help="Radiology reports (both paths predict the same ones)."),
-                  rare_records: int = typer.Option(16, min=2, help="Rare-disease cases (both paths score the same ones)."),
+                  rare_records: int = typer.Option(8, min=2, help="Rare-disease cases (both paths score the same ones)."),
                   batch_size: int = typer.Option(16, min=1, help="Our path's batch size."),
                   rounds: int = typer.Option(3, min=1, help="Groups the records are split into; the paths alternate by group."),
                   verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:

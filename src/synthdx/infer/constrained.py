@@ -67,13 +67,26 @@ class LabelSetGrammar:
                 groups.setdefault(toks[k], []).append(i)
         return groups
 
-    def step(self, st: _RowState, logprobs: torch.Tensor) -> int:
+    def forced(self, st: _RowState) -> int | None:
+        """The next token when the grammar allows exactly one (the rest of an item no other item
+        shares, the end after the last label or the empty answer), else None. Its probability
+        renormalised over the allowed tokens is exactly 1 whatever the model says, so the decoder
+        appends it without asking the model (`step(st, None)`)."""
+        if st.done:
+            return None
+        allowed = self.allowed(st)
+        return next(iter(allowed)) if len(allowed) == 1 else None
+
+    def step(self, st: _RowState, logprobs: torch.Tensor | None) -> int:
         """Pick the next token for one row given its next-token logits or log-probabilities (only
-        their differences over the allowed tokens matter); update the state."""
+        their differences over the allowed tokens matter); update the state. `logprobs` may be None
+        when only one token is allowed (`forced`)."""
         allowed = self.allowed(st)
         toks = list(allowed)
-        lp = logprobs[toks]
-        probs = torch.softmax(lp.float(), dim=0).tolist()
+        if len(toks) == 1:
+            probs = [1.0]  # softmax over one allowed token, whatever its logit
+        else:
+            probs = torch.softmax(logprobs[toks].float(), dim=0).tolist()
         best = max(range(len(toks)), key=lambda j: probs[j])
         tok = toks[best]
         if not st.after_item:
@@ -158,13 +171,21 @@ def encode_prefix(model, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Te
 def decode_label_sets(model, tokenizer, task: MultiLabelTask, prompts: list[list[int]],
                       max_steps: int = 96, prefix: list[int] | None = None,
                       prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                      stats: dict | None = None,
                       ) -> list[tuple[list[int], dict[int, float]]]:
     """Greedy constrained decoding for a batch of tokenised prompts.
     Returns per row (chosen item indices, {item index: score}).
 
     With `prefix` (tokens every prompt starts with) and its `prefix_kv` from `encode_prefix`, rows
     are laid out as [prefix][left padding][rest of prompt]: padding in the middle is masked out and
-    positions count real tokens only, so the result equals decoding the full prompts."""
+    positions count real tokens only, so the result equals decoding the full prompts.
+
+    Forward passes: one over the prompts, then one per *choice* rather than one per token: tokens
+    the grammar forces (the rest of an item once its first token is chosen, the end after the last
+    label) are appended without asking the model and fed together with the chosen token in the next
+    pass, right-aligned with masked padding before them, so each row's next-token logits are at the
+    last position. A row that chose the end token is finished and is not fed again. `max_steps`
+    counts answer tokens, as before. `stats`, if given, gets "passes" and "tokens" added."""
     from transformers import DynamicCache
 
     grammar = LabelSetGrammar(task, tokenizer)
@@ -182,28 +203,51 @@ def decode_label_sets(model, tokenizer, task: MultiLabelTask, prompts: list[list
     for r, p in enumerate(rests):
         ids[r, width - len(p):] = torch.tensor(p)
         mask[r, n_prefix + width - len(p):] = 1
-    ids, mask = ids.to(device), mask.to(device)
     pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, n_prefix:]
+    ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
     cache = None
     if n_prefix:
         cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1).contiguous(),
                                               v.expand(rows, -1, -1, -1).contiguous()) for k, v in prefix_kv])
     next_logits = _GrammarLogits(model, grammar)
     cache, logits = next_logits(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache)
+    passes = 1
     states = [_RowState() for _ in prompts]
-    next_pos = pos[:, -1:] + 1
-    for _ in range(max_steps):
-        nxt = []
+    next_pos = [int(x) for x in (pos[:, -1] + 1).tolist()]
+    written = [0] * rows  # answer tokens per row
+    while True:
+        feeds: list[list[int]] = []
         for r, st in enumerate(states):
-            nxt.append(grammar.end if st.done else grammar.step(st, logits[r]))
-        if all(st.done for st in states):
+            feed: list[int] = []
+            if not st.done and written[r] < max_steps:
+                feed.append(grammar.step(st, logits[r]))
+                written[r] += 1
+                while written[r] < max_steps and grammar.forced(st) is not None:
+                    feed.append(grammar.step(st, None))
+                    written[r] += 1
+            # a finished row's last token (the end) is never fed: nothing is read after it
+            feeds.append([] if st.done or written[r] >= max_steps else feed)
+        if not any(feeds):
             break
-        step_ids = torch.tensor(nxt, device=device).unsqueeze(1)
-        mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
-        cache, logits = next_logits(input_ids=step_ids, attention_mask=mask, position_ids=next_pos,
-                                    past_key_values=cache)
-        next_pos = next_pos + 1
+        w = max(len(f) for f in feeds)
+        step_ids = torch.full((rows, w), pad, dtype=torch.long)
+        step_mask = torch.zeros((rows, w), dtype=torch.long)
+        step_pos = torch.zeros((rows, w), dtype=torch.long)
+        for r, f in enumerate(feeds):
+            k = len(f)
+            if k:
+                step_ids[r, w - k:] = torch.tensor(f)
+                step_mask[r, w - k:] = 1
+                step_pos[r, w - k:] = torch.arange(next_pos[r], next_pos[r] + k)
+                next_pos[r] += k
+        mask = torch.cat([mask, step_mask.to(device)], dim=1)
+        cache, logits = next_logits(input_ids=step_ids.to(device), attention_mask=mask,
+                                    position_ids=step_pos.to(device), past_key_values=cache)
+        passes += 1
     for st in states:
         if not st.done:  # ran out of steps: keep what was finished, flag by a NaN score
             st.scores[-1] = math.nan
+    if stats is not None:
+        stats["passes"] = stats.get("passes", 0) + passes
+        stats["tokens"] = stats.get("tokens", 0) + sum(written)
     return [(st.chosen, st.scores) for st in states]
