@@ -320,7 +320,7 @@ def bench_predict(out: Path = typer.Option(..., "--out", "-o", help="Result JSON
                   records: int = typer.Option(48, min=2, help="Radiology reports (both paths predict the same ones)."),
                   rare_records: int = typer.Option(8, min=2, help="Rare-disease cases (both paths score the same ones)."),
                   batch_size: int = typer.Option(16, min=1, help="Our path's batch size."),
-                  rounds: int = typer.Option(3, min=1, help="Groups the records are split into; the paths alternate by group."),
+                  rounds: int = typer.Option(1, min=1, help="Groups the records are split into; the paths alternate by group (each group is sorted and batched on its own)."),
                   verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Prediction records/s: synthdx's batched path vs `model.generate` one record at a time
     (radiology) and one full forward pass per candidate (rare-ddx), on the same records, in one

@@ -260,7 +260,7 @@ def bench_rare_ddx(lm, tok, cases: Sequence, knowledge, top_k: int, rounds: int)
 # ---- the command --------------------------------------------------------------------------------
 
 def run_predict_bench(out: str | Path, model: str = "smollm2-135m", tasks: Sequence[str] = TASKS,
-                      records: int = 48, rare_records: int = 8, batch_size: int = 16, rounds: int = 3,
+                      records: int = 48, rare_records: int = 8, batch_size: int = 16, rounds: int = 1,
                       top_k: int = 10, seed: int = 0) -> dict:
     """Benchmark prediction on `tasks` (radiology, rare-ddx) and write the JSON to `out`; returns it.
     `records` radiology reports and `rare_records` rare-disease cases go through both paths."""
