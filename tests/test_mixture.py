@@ -50,7 +50,7 @@ def test_shipped_cpu_config_is_valid():
 def test_mixture_config_validation(tmp_path):
     cfg = load_config(_write(tmp_path, _raw()))
     assert cfg.weights == {"radiology": 0.25, "rare-ddx": 0.75}
-    assert Path(cfg.tasks[0].data.path).is_absolute() is False or cfg.tasks[0].data.path.endswith("reports.jsonl")
+    assert cfg.tasks[0].data.path.endswith("reports.jsonl") and cfg.tasks[1].data.path.endswith("cases.zip")
     # overrides reach into the list of tasks
     cfg = load_config(_write(tmp_path, _raw()), ["tasks.1.weight=1", "mixture.n_examples=10"])
     assert cfg.weights == {"radiology": 0.5, "rare-ddx": 0.5} and cfg.mixture.n_examples == 10
@@ -154,12 +154,12 @@ def test_joint_spec_round_trips(joint_model, tiny_hpo_knowledge):
 
 
 def test_joint_model_predicts_both_tasks(joint_model, tmp_path, hpo):
+    from test_rare_ddx_model import _packet_zip
     from typer.testing import CliRunner
 
     from synthdx.cli import app
     from synthdx.synth.radiology_reports import RadiologyReportGenerator
     from synthdx.tasks.radiology import RADIOLOGY_LABELS
-    from test_rare_ddx_model import _packet_zip
 
     runner = CliRunner()
     reports = tmp_path / "reports.jsonl"
@@ -189,9 +189,10 @@ def test_joint_model_predicts_both_tasks(joint_model, tmp_path, hpo):
 # ---------------------------------------------------------------- the experiment end to end
 
 def test_mixture_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
+    from test_rare_ddx_model import _packet_zip
+
     from synthdx.experiments.mixture import run_mixture
     from synthdx.synth.radiology_reports import RadiologyReportGenerator
-    from test_rare_ddx_model import _packet_zip
 
     reports = tmp_path / "reports.jsonl"
     write_jsonl(reports, ({"id": f"real-{i}", "text": r.text, "labels": r.labels}

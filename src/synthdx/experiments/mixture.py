@@ -33,8 +33,8 @@ its training records; evaluate: its systems and paired comparisons).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -103,7 +103,7 @@ class RadiologyPart:
         test = self.data.test
         ids, texts = [r.id for r in test], [r.text for r in test]
         y_true = multi_hot([r.labels for r in test], names)
-        ev = dict(names=names, n_resamples=ec.n_resamples, seed=ec.seed)
+        ev = {"names": names, "n_resamples": ec.n_resamples, "seed": ec.seed}
         systems: dict[str, dict] = {}
         decisions: dict[str, np.ndarray] = {}
 
@@ -144,8 +144,8 @@ class RadiologyPart:
                        header=header, rows=rows,
                        text=("Constrained decoding (always a valid label set). 'invalid outputs' counts unparseable "
                              "answers of free generation on the first test reports."),
-                       notes=["The references do not depend on the mixture: the rule teacher labelled the training "
-                              "pool; TF-IDF is trained on the records the models drew."])]
+                       notes=[("References: the rule teacher (it labelled the training pool) and, when enabled, "
+                               "TF-IDF + LR trained on the records the models drew.")])]
         if result["paired"]:
             out += [paired_section(result["paired"]), mcnemar_section(result["paired"][0])]
         return out
@@ -204,7 +204,7 @@ class RareDdxPart:
         s_obs = [len(c.patient.observed) for c in sample]
         v_golds = [list(c.gold) for c in val]
         v_texts, v_ids = d.validation_texts(), [c.id for c in val]
-        ev = dict(n_resamples=ec.n_resamples, seed=ec.seed)
+        ev = {"n_resamples": ec.n_resamples, "seed": ec.seed}
         with timer.stage(f"the knowledge ranker retrieves the top {k}"):
             ret, ret_val = _retrieve(d.ranker, sample, k, False), _retrieve(d.ranker, val, k, False)
             s_cands, v_cands = [r[0] for r in ret], [r[0] for r in ret_val]
