@@ -300,6 +300,7 @@ def bench_train(out: Path = typer.Option(..., "--out", "-o", help="Result JSON."
                 methods: str = typer.Option("lora,full", help="Comma-separated: lora, full."),
                 steps: int = typer.Option(4, min=1, help="Timed optimiser steps per path (after one warm-up step)."),
                 batch_size: int = typer.Option(8, min=1, help="Examples per step (both paths)."),
+                pool: int = typer.Option(256, min=1, help="Examples both paths draw their batches from."),
                 verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Training tokens/s, peak memory and MFU: synthdx's loop vs transformers Trainer + peft (fp32,
     defaults), on the same examples, in one run; `speedup` = ours / plain."""
@@ -308,7 +309,7 @@ def bench_train(out: Path = typer.Option(..., "--out", "-o", help="Result JSON."
 
     try:
         run_train_bench(out, model=model, methods=[m.strip() for m in methods.split(",") if m.strip()],
-                        steps=steps, batch_size=batch_size)
+                        steps=steps, batch_size=batch_size, pool=pool)
     except (SynthdxError, ValueError) as e:
         _fail(e)
 

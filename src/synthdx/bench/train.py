@@ -174,7 +174,9 @@ def _in_fresh_process(fn, *args) -> dict:
 
 
 def run_train_bench(out: str | Path, model: str = "smollm2-135m", methods: Sequence[str] = ("lora", "full"),
-                    steps: int = 4, batch_size: int = 8, device: str | None = None) -> dict:
+                    steps: int = 4, batch_size: int = 8, pool: int = 256, device: str | None = None) -> dict:
+    """`pool`: examples both paths draw their batches from, as a training run would (a real training
+    set has thousands: length grouping needs a pool to group; the plain path samples at random)."""
     from transformers import AutoConfig
 
     from ..models.loading import default_device, resolve_model_path
@@ -185,7 +187,7 @@ def run_train_bench(out: str | Path, model: str = "smollm2-135m", methods: Seque
     device = device or default_device()
     hw, peak = machine(), peaks(device)
     config = AutoConfig.from_pretrained(resolve_model_path(model))
-    n_examples = (steps + 1) * batch_size
+    n_examples = max(pool, (steps + 1) * batch_size)
     results, rows = {}, []
     for method in methods:
         res = {}
@@ -208,11 +210,13 @@ def run_train_bench(out: str | Path, model: str = "smollm2-135m", methods: Seque
                          f"{100 * r['mfu']:.1f}%",
                          f"{res['speedup']:.2f}x" if path == "synthdx" else ""])
     columns = ["path", "dtype", "tokens/s", "padding", "peak MiB", "MFU", "speedup"]
-    note = (f"{model}, {steps} timed steps of {batch_size} synthetic radiology examples per path, on "
+    note = (f"{model}, {steps} timed steps of {batch_size} synthetic radiology examples per path (drawn "
+            f"from the same {n_examples}), on "
             f"{describe(hw)}. Matmul peak: fp32 {peak['fp32'] / 1e9:.1f}, bf16 {peak['bf16'] / 1e9:.1f} "
             f"GFLOP/s; MFU against the best ({peak['best_dtype']}).")
     print_table("Training: synthdx vs Trainer + peft (fp32 defaults), same examples", columns, rows, note)
     result = {"benchmark": "train", "model": model, "device": device, "steps": steps, "batch_size": batch_size,
+              "pool": n_examples,
               "machine": hw, "peak_flops": peak, "methods": results,
               "speedup": results[methods[0]]["speedup"], "mfu": results[methods[0]]["synthdx"]["mfu"],
               "table_markdown": markdown_table(columns, rows) + "\n\n" + note,
