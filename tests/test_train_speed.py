@@ -4,7 +4,6 @@ count matches a hand computation."""
 
 from __future__ import annotations
 
-import copy
 import types
 
 import pytest
@@ -12,7 +11,6 @@ import torch
 from safetensors.torch import load_file
 
 from synthdx.bench.train import training_flops
-from synthdx.models.loading import load_causal_lm
 from synthdx.records import Record
 from synthdx.tasks.multilabel import get_task
 from synthdx.train.sft import TrainConfig, answer_loss, collate, shared_prefix_length, train

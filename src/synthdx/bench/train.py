@@ -24,9 +24,9 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 from .common import describe, machine, markdown_table, peaks, print_table, save
 
@@ -64,8 +64,6 @@ def training_flops(config, lengths: Sequence[int], answer_positions: int, method
 
 def _batch_shape(input_ids, attention_mask, labels) -> dict:
     """What the FLOP count and the padding share need to know of one batch."""
-    from ..train.sft import shared_prefix_length
-
     same = ((input_ids == input_ids[:1]) & (attention_mask == 1)).all(0)
     return {"lengths": [int(m.sum()) for m in attention_mask], "width": int(input_ids.shape[1]),
             "answers": int((labels[:, 1:] != -100).sum()),
@@ -123,7 +121,13 @@ def _batches_after_warmup(examples, tokenizer, cfg, stats) -> list[dict]:
 def _plain(method: str, model: str, steps: int, batch_size: int, n_examples: int, device: str) -> dict:
     """transformers Trainer + peft with default settings, fp32."""
     import torch
-    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        AutoModelForCausalLM,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from ..models.loading import load_tokenizer, resolve_model_path
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import MixtureConfig, RadiologyTaskEntry, RareDdxTaskEntry
+from ..distributed import on_all_ranks
 from ..evaluate.sections import Section, write_sectioned_report
 from ..io import read_jsonl, write_json, write_jsonl
 from ..progress import StageTimer, console, log, make_progress, run_log
@@ -343,7 +344,9 @@ def _fit_or_reuse(examples, tokenizer, spec: dict, out_dir: Path, train_section,
                 if step % 10 == 0 or step == total:
                     log.info("%s: training step %d/%d loss %.4f", desc, step, total, loss)
 
-            stats = fit(examples, tokenizer, spec, out_dir, TrainConfig(**train_section.model_dump()), progress=report)
+            # data-parallel over the processes under torchrun (see distributed.on_all_ranks)
+            stats = on_all_ranks(fit, examples, tokenizer, spec, out_dir, TrainConfig(**train_section.model_dump()),
+                                 main_kwargs={"progress": report})
     for key in ("losses", "step_tokens"):
         stats.pop(key, None)
     _say(f"{desc}: {stats['examples']} examples, {stats['steps']} steps, {stats['tokens']} tokens, "

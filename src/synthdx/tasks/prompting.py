@@ -28,7 +28,7 @@ def chat_messages(system_prompt: str, instruction: str, text: str) -> list[dict]
 
 
 _PROBES = ("\x00synthdx probe\x00", "  synthdx <b>probe</b>\n\t two ")
-_frames: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_frames: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _render(tokenizer, system_prompt: str, instruction: str, text: str) -> str:
