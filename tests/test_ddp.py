@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from radiology_texts import TEXTS
 from safetensors.torch import load_file
 
 from synthdx.tasks.multilabel import radiology_task
@@ -20,20 +21,6 @@ from synthdx.tasks.multilabel import radiology_task
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with the gloo backend is not available")
 
-TEXTS = [
-    ("Heart size is enlarged. Lungs are clear.", ["Cardiomegaly"]),
-    ("Small left pleural effusion.", ["Pleural Effusion"]),
-    ("No acute cardiopulmonary abnormality.", ["No Finding"]),
-    ("Right lower lobe opacity concerning for pneumonia.", ["Lung Opacity", "Pneumonia"]),
-    ("Mild pulmonary edema and cardiomegaly.", ["Cardiomegaly", "Edema"]),
-    ("Calcified granuloma in the left upper lobe.", ["Granuloma"]),
-    ("Small right apical pneumothorax.", ["Pneumothorax"]),
-    ("Hyperinflated lungs consistent with emphysema.", ["Emphysema or COPD"]),
-    ("Old healed left rib fracture.", ["Fracture"]),
-    ("Bibasilar atelectasis.", ["Atelectasis"]),
-    ("Spiculated nodule in the right upper lobe. ET tube in place.", ["Nodule or Mass", "Support Devices"]),
-    ("Patchy consolidation at the left base.", ["Consolidation"]),
-]
 
 # Trains the tiny model and, on every rank, saves the final in-memory weights (captured by wrapping
 # build_model) and the returned stats. Without torchrun it is a plain 1-process run.

@@ -16,28 +16,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from radiology_texts import TEXTS
 from safetensors.torch import load_file
 
 from synthdx.records import Record
 from synthdx.tasks.multilabel import radiology_task
-from synthdx.train.sft import (CHECKPOINT_MANIFEST, TrainConfig, _checkpoints, _latest_checkpoint,
-                               _save_checkpoint, train)
+from synthdx.train.sft import (
+    CHECKPOINT_MANIFEST,
+    TrainConfig,
+    _checkpoints,
+    _latest_checkpoint,
+    _save_checkpoint,
+    train,
+)
 
 LABELS = radiology_task().label_space.names
-TEXTS = [
-    ("Heart size is enlarged. Lungs are clear.", ["Cardiomegaly"]),
-    ("Small left pleural effusion.", ["Pleural Effusion"]),
-    ("No acute cardiopulmonary abnormality.", ["No Finding"]),
-    ("Right lower lobe opacity concerning for pneumonia.", ["Lung Opacity", "Pneumonia"]),
-    ("Mild pulmonary edema and cardiomegaly.", ["Cardiomegaly", "Edema"]),
-    ("Calcified granuloma in the left upper lobe.", ["Granuloma"]),
-    ("Small right apical pneumothorax.", ["Pneumothorax"]),
-    ("Hyperinflated lungs consistent with emphysema.", ["Emphysema or COPD"]),
-    ("Old healed left rib fracture.", ["Fracture"]),
-    ("Bibasilar atelectasis.", ["Atelectasis"]),
-    ("Spiculated nodule in the right upper lobe. ET tube in place.", ["Nodule or Mass", "Support Devices"]),
-    ("Patchy consolidation at the left base.", ["Consolidation"]),
-]
 assert all(label in LABELS for _, labels in TEXTS for label in labels)
 
 STEPS, SAVE_EVERY = 12, 3
