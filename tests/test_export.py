@@ -245,3 +245,65 @@ def test_ranking_card_from_real_shaped_metrics():
     assert "- n_diseases: 250" in card and "**250 training examples**" in card and f"`{DATA_SHA}`" in card
     assert "synthdx predict --model rare-ddx-export --input cases.zip" in card
     assert "not for clinical use" in card
+
+
+RARE_SPEC = {"task": "rare-ddx", "kind": "disease-ranking", "system_prompt": "You are a clinical geneticist.",
+             "instruction": "Name the most likely diagnosis for this patient.", "max_text_tokens": 256,
+             "knowledge_version": "2025-01-16", "n_candidates": 8352}
+
+
+def _mixture_run(run_dir: Path, tmp_path: Path) -> Path:
+    """A mixture run around the tiny model: RUN/joint/model (a two-task spec) and RUN/alone/radiology/model,
+    with a metrics.json shaped as `synthdx run configs/mixture-cpu.yaml` writes it."""
+    mix = tmp_path / "mix"
+    radiology = json.loads((run_dir / "model" / TASK_FILE).read_text())
+    for folder, spec in (("joint", {"task": "radiology+rare-ddx", "kind": "multi-task",
+                                    "tasks": {"radiology": radiology, "rare-ddx": RARE_SPEC},
+                                    "mixture": {"weights": {"radiology": 0.5, "rare-ddx": 0.5},
+                                                "examples": {"radiology": 40, "rare-ddx": 40}},
+                                    "train_stats": {"examples": 80, "steps": 10}}),
+                         ("alone/radiology", radiology)):
+        shutil.copytree(run_dir / "model", mix / folder / "model")
+        (mix / folder / "model" / TASK_FILE).write_text(json.dumps(spec))
+
+    def point(v):
+        return {"value": v, "ci": [v - 0.07, v + 0.07]}
+
+    summary = [{"task": "radiology", "metric": "micro-F1", "n": 208, "alone": point(0.563), "joint": point(0.532),
+                "diff": {"diff": -0.031, "ci": [-0.055, -0.007], "p_value": 0.012}},
+               {"task": "rare-ddx", "metric": "top-1, model + ranker", "n": 60, "alone": point(0.433),
+                "joint": point(0.417), "diff": {"diff": -0.017, "ci": [-0.05, 0.0], "p_value": 0.606}}]
+    (mix / "metrics.json").write_text(json.dumps({"title": "Mixture", "systems": {"summary": summary}, "extra": {}}))
+    (mix / "provenance.json").write_text(json.dumps(_provenance("smollm2-135m")))
+    return mix
+
+
+def test_mixture_run_exports_the_joint_model_with_every_task(run_dir, tmp_path):
+    mix = _mixture_run(run_dir, tmp_path)
+    out = tmp_path / "joint-export"
+    result = runner.invoke(app, ["export", str(mix), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / TASK_FILE).read_text())["kind"] == "multi-task"
+    card = (out / "README.md").read_text()
+    meta = _front_matter(card)
+    assert {"multi-task", "rare-disease", "radiology"} <= set(meta["tags"])
+    assert "### Task `radiology`" in card and "### Task `rare-ddx`" in card and "`Pleural Effusion`" in card
+    assert "synthdx predict --model joint-export --task radiology --input reports.jsonl" in card
+    assert "synthdx predict --model joint-export --task rare-ddx --input cases.zip" in card
+    assert ("| `radiology` | micro-F1 | 208 | 0.532 [0.462, 0.602] | 0.563 [0.493, 0.633] | "
+            "-0.031 [-0.055, -0.007] | 0.012 |") in card
+    assert "| `rare-ddx` | top-1, model + ranker | 60 | 0.417 [0.347, 0.487] |" in card
+    assert "**Headline:** radiology micro-F1 0.532 [0.462, 0.602] on 208 real test records; rare-ddx" in card
+
+
+def test_mixture_run_exports_a_task_trained_alone(run_dir, tmp_path):
+    mix = _mixture_run(run_dir, tmp_path)
+    out = tmp_path / "alone-export"
+    result = runner.invoke(app, ["export", str(mix), "--out", str(out), "--model", "alone/radiology"])
+    assert result.exit_code == 0, result.output
+    card = (out / "README.md").read_text()
+    assert "this model (alone)" in card and "rare-ddx" not in card.split("## Evaluation results")[1]
+    assert "| `radiology` | micro-F1 | 208 | 0.563 [0.493, 0.633] | 0.532 [0.462, 0.602] |" in card
+    # a model the run does not have: a clear error that says what a mixture run holds
+    result = runner.invoke(app, ["export", str(mix), "--out", str(tmp_path / "x"), "--model", "alone/mtsamples"])
+    assert result.exit_code == 2 and "alone/mtsamples" in _flat(result.output) and "mixture run" in result.output

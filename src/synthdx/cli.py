@@ -275,6 +275,8 @@ def eval_(predictions: List[Path] = typer.Argument(..., help="Prediction JSONL f
 def export(run_dir: Path = typer.Argument(..., help="A finished run directory (RUN/model, metrics.json, provenance.json)."),
            out: Path = typer.Option(..., "--out", "-o", help="Export directory (written as OUT.partial, then renamed)."),
            force: bool = typer.Option(False, "--force", help="Replace an existing export directory."),
+           model: Optional[str] = typer.Option(None, "--model", help="The model folder inside the run (default: "
+                                               "model; a mixture run: joint, or alone/<task>)."),
            verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Export a run's model to share: plain safetensors weights + tokenizer + task spec (a LoRA adapter
     is merged), the run's provenance.json, and a model card (README.md) with the task, training data,
@@ -283,8 +285,8 @@ def export(run_dir: Path = typer.Argument(..., help="A finished run directory (R
     from .export import export_run
 
     try:
-        path = export_run(run_dir, out, force=force)
-        console.print(f"exported {run_dir / 'model'} -> {path} (model card: {path / 'README.md'})", soft_wrap=True)
+        path = export_run(run_dir, out, force=force, model=model)
+        console.print(f"exported {run_dir} -> {path} (model card: {path / 'README.md'})", soft_wrap=True)
     except (SynthdxError, ValueError, OSError) as e:
         _fail(e)
 

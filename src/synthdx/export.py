@@ -5,6 +5,11 @@ files: what the model does (synthdx_task.json), what it was trained on (provenan
 config.yaml, the training statistics), how it scored on real data (metrics.json), how to use it,
 and its limits. The card holds names, settings, hashes and numbers only, never a record's text.
 
+A run of a task mixture (`experiment: mixture`) holds several models: the joint one
+(RUN/joint/model, exported by default) and each task trained alone (`--model alone/<task>`); the
+card then describes every task the model was trained for and reports each task's joint and alone
+scores from the run's metrics.json.
+
 The export is atomic: everything is written to EXPORT_DIR.partial, which is renamed to EXPORT_DIR
 at the end; an existing EXPORT_DIR is replaced only with force=True.
 """
@@ -20,6 +25,7 @@ from typing import Any
 
 from .errors import SynthdxError
 from .provenance import PROVENANCE_FILE
+from .train.mixture import MULTI_TASK_KIND
 from .train.sft import TASK_FILE
 
 log = logging.getLogger(__name__)
@@ -143,6 +149,19 @@ def _base_model(spec: dict, provenance: dict | None) -> tuple[str | None, str, s
 
 
 def _what_it_does(spec: dict) -> list[str]:
+    if spec.get("kind") == MULTI_TASK_KIND:
+        mixture = spec.get("mixture") or {}
+        weights, counts = mixture.get("weights") or {}, mixture.get("examples") or {}
+        lines = ["## What the model does", "",
+                 f"One model trained jointly on a mixture of {len(spec['tasks'])} tasks; the prompt of each task "
+                 "(its system and user turns) tells the model which one it is answering.", "",
+                 "| task | weight | training examples |", "|:---|---:|---:|"]
+        lines += [f"| `{_cell(name)}` | {_num(weights.get(name))} | {counts.get(name, '—')} |" for name in spec["tasks"]]
+        lines += ["", "`synthdx predict --task NAME` picks the task (a joint model refuses to guess).", ""]
+        for name, sub in spec["tasks"].items():
+            body = _what_it_does(sub)[2:]  # the task's own section, without its heading
+            lines += [f"### Task `{_cell(name)}`", ""] + body
+        return lines
     kind = spec.get("kind", "multilabel")
     lines = ["## What the model does", ""]
     if kind == "disease-ranking":
@@ -263,11 +282,49 @@ def _ranking_table(systems: dict) -> list[str]:
     return lines + [""]
 
 
-def _evaluation(metrics: dict | None, spec: dict) -> tuple[list[str], str | None]:
+def _point_cell(d: Any) -> str:
+    if not isinstance(d, dict) or not isinstance(d.get("value"), (int, float)):
+        return "—"
+    ci = d.get("ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+        return f"{d['value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return f"{d['value']:.3f}"
+
+
+def _mixture_evaluation(rows: list, which: str, task: str | None) -> tuple[list[str], str | None]:
+    """The card's results for a model of a mixture run: each task's row of the run's summary, this
+    model's column (`which`: 'joint' or 'alone') next to the other and their paired difference."""
+    other = "alone" if which == "joint" else "joint"
+    rows = [r for r in rows if isinstance(r, dict) and (task is None or r.get("task") == task)]
+    if not rows:
+        return ["The run's metrics.json has no results for this model.", ""], None
+    lines = [f"Each task scored on its own real test data with its own metrics; this model ({which}) next to "
+             + ("each task's model trained alone on the same examples of that task" if which == "joint"
+                else "the model trained jointly on the whole mixture")
+             + " (joint − alone: paired bootstrap over the same test records):", "",
+             f"| task | metric | test records | **this model ({which})** [95% CI] | {other} [95% CI] | "
+             "joint − alone [95% CI] | p |", "|:---|:---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        diff = r.get("diff") or {}
+        d = (f"{diff['diff']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]"
+             if isinstance(diff.get("diff"), (int, float)) and len(diff.get("ci") or []) == 2 else "—")
+        lines.append(f"| `{_cell(r.get('task'))}` | {_cell(r.get('metric'))} | {r.get('n', '—')} | "
+                     f"{_point_cell(r.get(which))} | {_point_cell(r.get(other))} | {d} | {_num(diff.get('p_value'))} |")
+    headline = "; ".join(f"{r.get('task')} {r.get('metric')} {_point_cell(r.get(which))} on {r.get('n', '—')} real "
+                         "test records" for r in rows if isinstance(r.get(which), dict))
+    return lines + [""], headline or None
+
+
+def _evaluation(metrics: dict | None, spec: dict, mixture_model: tuple[str, str | None] | None = None
+                ) -> tuple[list[str], str | None]:
     lines = ["## Evaluation results", ""]
     if not metrics or not isinstance(metrics.get("systems"), dict):
         return lines + ["The run has no metrics.json: this model has not been evaluated.", ""], None
     systems = metrics["systems"]
+    if mixture_model is not None:
+        body, headline = _mixture_evaluation(systems.get("summary") or [], *mixture_model)
+        return lines + body + ["Intervals: 95% percentile bootstrap over the test records. The run's report has "
+                               "the rest (per-label results, McNemar tests, the mixture drawn).", ""], headline
     data = (metrics.get("extra") or {}).get("data") or {}
     source = data.get("source") or data.get("cases")
     if source:
@@ -307,29 +364,31 @@ def _evaluation(metrics: dict | None, spec: dict) -> tuple[list[str], str | None
     return lines, headline
 
 
-def _usage(spec: dict, out_name: str) -> list[str]:
-    ranking = spec.get("kind") == "disease-ranking"
-    inp, outp = ("cases.zip", "rankings.jsonl") if ranking else ("reports.jsonl", "predictions.jsonl")
-    what = ("phenopackets (a zip, a directory or JSONL); only each case's phenotype is read" if ranking
-            else 'JSONL rows {"id": ..., "text": ...} (or any file a synthdx loader reads)')
-    return [
-        "## How to use it", "",
-        "With synthdx (it reads the task from the model folder):", "",
-        "```bash",
-        f"synthdx predict --model {out_name} --input {inp} --output {outp}",
-        "```", "",
-        f"Input: {what}.", "",
-        "The weights are a plain `transformers` causal LM (safetensors) with its tokenizer and chat template:", "",
-        "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        f'model = AutoModelForCausalLM.from_pretrained("{out_name}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{out_name}")',
-        "```", "",
-    ]
+def _usage(tasks: list[dict], out_name: str) -> list[str]:
+    """How to use the model: one `synthdx predict` line per task (a joint model needs --task)."""
+    lines = ["## How to use it", "", "With synthdx (it reads the task from the model folder):", "", "```bash"]
+    inputs = []
+    for spec in tasks:
+        ranking = spec.get("kind") == "disease-ranking"
+        inp, outp = ("cases.zip", "rankings.jsonl") if ranking else ("reports.jsonl", "predictions.jsonl")
+        flag = f" --task {spec.get('task')}" if len(tasks) > 1 else ""
+        lines.append(f"synthdx predict --model {out_name}{flag} --input {inp} --output {outp}")
+        inputs.append(f"`{inp}`: " + ("phenopackets (a zip, a directory or JSONL); only each case's phenotype is read"
+                                      if ranking else
+                                      'JSONL rows {"id": ..., "text": ...} (or any file a synthdx loader reads)'))
+    return lines + ["```", "", "Input: " + "; ".join(inputs) + ".", "",
+                    "The weights are a plain `transformers` causal LM (safetensors) with its tokenizer and chat "
+                    "template:", "",
+                    "```python",
+                    "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                    f'model = AutoModelForCausalLM.from_pretrained("{out_name}")',
+                    f'tokenizer = AutoTokenizer.from_pretrained("{out_name}")',
+                    "```", ""]
 
 
-def _limitations(spec: dict, metrics: dict | None) -> list[str]:
-    ranking = spec.get("kind") == "disease-ranking"
+def _limitations(tasks: list[dict], metrics: dict | None) -> list[str]:
+    ranking = any(t.get("kind") == "disease-ranking" for t in tasks)
+    multilabel = any(t.get("kind") != "disease-ranking" for t in tasks)
     data = ((metrics or {}).get("extra") or {}).get("data") or {}
     source = data.get("source") or data.get("cases")
     lines = ["## Limitations", "",
@@ -345,12 +404,13 @@ def _limitations(spec: dict, metrics: dict | None) -> list[str]:
                      "patients; it scores only the candidate diseases of its HPO release, and its real-case "
                      "numbers come from a sample of published case reports (phenopackets), which are not a "
                      "clinic's population.")
-    else:
+    if multilabel:
         lines.append("- Trained on silver labels (a rule teacher's and synthetic reports' labels), not on "
                      "expert annotation: it inherits the teacher's errors, and labels that are rare in the "
                      "test data have wide intervals.")
+    cut = sorted({t.get("max_text_tokens") for t in tasks if t.get("max_text_tokens")})
     lines += ["- A small model (about 135M parameters for the SmolLM2 default), English only; texts longer "
-              f"than {spec.get('max_text_tokens', '—')} tokens are cut.", ""]
+              f"than {'/'.join(map(str, cut)) or '—'} tokens are cut.", ""]
     return lines
 
 
@@ -372,21 +432,30 @@ def _provenance_lines(provenance: dict | None, weights_sha: dict[str, str]) -> l
 
 
 def model_card(spec: dict, metrics: dict | None, provenance: dict | None, config: dict, out_name: str,
-               weights_sha: dict[str, str] | None = None) -> str:
-    """The README.md of an export: YAML front matter and the sections, from the run's files."""
-    ranking = spec.get("kind") == "disease-ranking"
+               weights_sha: dict[str, str] | None = None, mixture_model: tuple[str, str | None] | None = None) -> str:
+    """The README.md of an export: YAML front matter and the sections, from the run's files.
+    `mixture_model`: (which, task) for a model of a mixture run: ('joint', None) or ('alone', task)."""
+    tasks = list(spec["tasks"].values()) if spec.get("kind") == MULTI_TASK_KIND else [spec]
+    ranking = any(t.get("kind") == "disease-ranking" for t in tasks)
+    multilabel = any(t.get("kind", "multilabel") != "disease-ranking" for t in tasks)
     hub_id, base_named, licence_line = _base_model(spec, provenance)
     tags = ["synthdx", "medical", "clinical", "synthetic-data"]
-    tags += (["rare-disease", "differential-diagnosis", "hpo"] if ranking
-             else ["multi-label-classification", str(spec.get("task", "multilabel"))])
+    if ranking:
+        tags += ["rare-disease", "differential-diagnosis", "hpo"]
+    if multilabel:
+        tags += ["multi-label-classification"] + [str(t.get("task", "multilabel")) for t in tasks
+                                                  if t.get("kind", "multilabel") != "disease-ranking"]
+    if len(tasks) > 1:
+        tags.append("multi-task")
     front = {"license": "apache-2.0"}
     if hub_id:
         front["base_model"] = hub_id
     front.update({"library_name": "transformers", "pipeline_tag": "text-generation", "language": ["en"],
                   "tags": list(dict.fromkeys(tags))})
-    evaluation, headline = _evaluation(metrics, spec)
+    evaluation, headline = _evaluation(metrics, spec, mixture_model)
     title = f"synthdx {spec.get('task', 'model')}: {out_name}"
-    trained_on = "synthetic patients" if ranking else "teacher-labelled and synthetic data"
+    trained_on = " and ".join((["teacher-labelled and synthetic data"] if multilabel else [])
+                              + (["synthetic patients"] if ranking else []))
     lines = [f"# {title}", "",
              f"A fine-tune of {base_named} by synthdx for the `{spec.get('task', '?')}` task, "
              f"trained on {trained_on} and evaluated on real data.", ""]
@@ -396,8 +465,8 @@ def model_card(spec: dict, metrics: dict | None, provenance: dict | None, config
     lines += _what_it_does(spec)
     lines += _training_data(spec, provenance, config, metrics, base_named)
     lines += evaluation
-    lines += _usage(spec, out_name)
-    lines += _limitations(spec, metrics)
+    lines += _usage(tasks, out_name)
+    lines += _limitations(tasks, metrics)
     lines += _provenance_lines(provenance, weights_sha or {})
     return _front_matter(front) + "\n" + "\n".join(lines).rstrip() + "\n"
 
@@ -435,14 +504,35 @@ def _merge_adapter(model_dir: Path, target: Path, spec: dict) -> None:
             shutil.copy2(f, target / f.name)
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:
-    """Export RUN_DIR's model to OUT_DIR (see the module doc). Returns OUT_DIR."""
+def _pick_model(run_dir: Path, model: str | None) -> tuple[Path, tuple[str, str | None] | None]:
+    """The model folder to export and, for a mixture run, which of its models it is: ('joint', None)
+    or ('alone', task). `model`: a folder inside the run ('joint', 'alone/radiology', or the model
+    folder itself); default: RUN/model, or RUN/joint/model for a mixture run."""
+    mixture = (run_dir / "joint" / "model").is_dir() and not (run_dir / "model").is_dir()
+    if model is None:
+        model_dir = run_dir / ("joint" if mixture else "") / "model"
+    else:
+        model_dir = run_dir / model
+        if not (model_dir / TASK_FILE).is_file() and (model_dir / "model").is_dir():
+            model_dir = model_dir / "model"
+    if not model_dir.is_dir():
+        hint = " (a mixture run: --model joint or alone/<task>)" if mixture else "; has the run finished?"
+        raise SynthdxError(f"{run_dir}: no trained model in it ({model_dir} is missing{hint})")
+    if not mixture:
+        return model_dir, None
+    parts = model_dir.relative_to(run_dir).parts
+    if parts[0] == "alone" and len(parts) >= 2:
+        return model_dir, ("alone", parts[1])
+    return model_dir, ("joint", None)
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, force: bool = False, model: str | None = None) -> Path:
+    """Export RUN_DIR's model (or, with `model`, the one in that folder of the run; see `_pick_model`)
+    to OUT_DIR (see the module doc). Returns OUT_DIR."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise SynthdxError(f"{run_dir}: no such run directory")
-    model_dir = run_dir / "model"
-    if not model_dir.is_dir():
-        raise SynthdxError(f"{run_dir}: no trained model in it ({model_dir} is missing; has the run finished?)")
+    model_dir, mixture_model = _pick_model(run_dir, model)
     spec = _read_json(model_dir / TASK_FILE)
     if spec is None:
         raise SynthdxError(f"{model_dir}: not a synthdx-trained model (no {TASK_FILE})")
@@ -472,7 +562,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, force: bool = False) ->
         if (run_dir / PROVENANCE_FILE).is_file():
             shutil.copy2(run_dir / PROVENANCE_FILE, partial / PROVENANCE_FILE)
         card = model_card(spec, metrics, provenance, config, out_dir.name,
-                          {f.name: _sha256(f) for f in weights})
+                          {f.name: _sha256(f) for f in weights}, mixture_model)
         (partial / CARD_FILE).write_text(card, encoding="utf-8")
         if out_dir.exists():  # force: move the old export aside, put the new one in place, drop the old
             old = out_dir.with_name(out_dir.name + ".old")
