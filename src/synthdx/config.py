@@ -186,13 +186,39 @@ class CurveEval(_Strict):
     batch_size: int = Field(32, ge=1)
 
 
+class CurvePatients(_Strict):
+    """rare-ddx curve: the synthetic patients (`hpo-patients` generator) of the 'synthetic' source."""
+
+    patients_per_disease: int = Field(1, ge=1, description="The pool holds max(sizes) patients (plus a mix's "
+                                                           "base_n): this many each of a seeded random sample "
+                                                           "of the candidate diseases.")
+    validation_patients: int = Field(60, ge=10, description="Held-out synthetic patients (another seed) on which "
+                                                            "each point's fusion weight is chosen.")
+    seed: int = 0
+    generator: dict = Field(default_factory=dict, description="Options of HPOPatientGenerator.")
+
+
+class CurveRareDdx(_Strict):
+    """rare-ddx curve: test sample, knowledge, synthetic patients and reranking."""
+
+    test_cases: int | None = Field(150, ge=1, description="Score on this many cases of the test part (a fixed "
+                                                          "sample by hash of id, covered or not); None: all.")
+    sample_salt: str = "synthdx"
+    knowledge: KnowledgeConfig = KnowledgeConfig()
+    patients: CurvePatients = CurvePatients()
+    rerank: RerankConfig = RerankConfig()
+
+
 class CurveConfig(_Strict):
     experiment: Literal["curve"]
     title: str = "Learning curves"
-    task: Literal["radiology", "mtsamples"]
+    task: Literal["radiology", "mtsamples", "rare-ddx"]
     data: CurveData
     teacher: TeacherConfig = TeacherConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    rare_ddx: CurveRareDdx = Field(default_factory=CurveRareDdx, description=(
+        "task rare-ddx only: the test part is split off by a hash of the publication (data.test_fraction, "
+        "data.split_salt), the real pool is the other publications' cases."))
     sources: list[CurveSource]
     sizes: list[int] = Field(default_factory=lambda: [50, 100, 200, 300, 500, 1000])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
@@ -233,6 +259,18 @@ class CurveConfig(_Strict):
             if unknown:
                 raise ValueError(f"learner {lr.label!r} names unknown sources: {', '.join(unknown)}")
         return v
+
+    @model_validator(mode="after")
+    def _rare_ddx(self) -> "CurveConfig":
+        if self.task != "rare-ddx":
+            return self
+        bad = [lr.label for lr in self.learners if lr.kind != "llm"]
+        if bad:
+            raise ValueError(f"task rare-ddx trains language models only (learner kind llm); not: {', '.join(bad)}")
+        kinds = {s.kind for s in self.sources} | {s.base for s in self.sources if s.base}
+        if "teacher" in kinds:
+            raise ValueError("task rare-ddx has no teacher: sources are real cases or synthetic patients")
+        return self
 
 
 # ---------------------------------------------------------------- joint multi-task training

@@ -38,7 +38,8 @@ def curve_sections(result: dict) -> list[Section]:
     sizes = result["sizes"]
     sections = []
     refs = result.get("references", {})
-    for metric, label in METRIC_LABELS.items():
+    metric_labels = result.get("metric_labels") or METRIC_LABELS
+    for metric, label in metric_labels.items():
         for learner, by_source in result["curves"].items():
             curves = {src: _plot_points(pts, metric) for src, pts in by_source.items()}
             references = {name: r[metric]["mean"] for name, r in refs.items()}
@@ -69,7 +70,7 @@ def _learner_comparison(result: dict, refs: dict) -> list[Section]:
     out = []
     for src in sources:
         plots = []
-        for metric, label in METRIC_LABELS.items():
+        for metric, label in (result.get("metric_labels") or METRIC_LABELS).items():
             curves = {learner: _plot_points(by_source[src], metric)
                       for learner, by_source in result["curves"].items() if src in by_source}
             title = f"{src}: {label} by learner"
@@ -83,7 +84,7 @@ def _learner_comparison(result: dict, refs: dict) -> list[Section]:
 
 def write_curve_report(out: Path, result: dict) -> dict[str, Path]:
     data = result["data"]
-    intro = Section("What was run", text=(
+    intro = Section("What was run", text=result.get("intro") or (
         f"Task: {result['task']}. {data['records']} real records, {data['pool']} in the training pool, "
         f"{data['test']} in the test part ({data['split_rule']}; {data['records_in_duplicate_groups']} "
         f"records share a duplicate group). Every point is scored on the same real test part against "

@@ -147,6 +147,10 @@ def run_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -> dict:
 def _run(cfg: CurveConfig, out: Path, report_only: bool = False) -> dict:
     from ..evaluate.contamination import guard_contamination
 
+    if cfg.task == "rare-ddx":
+        from .curve_rare_ddx import run_rare_ddx_curve
+
+        return run_rare_ddx_curve(cfg, out, report_only)
     claim_run_dir(out, cfg)
     timer = StageTimer()
     data_dir, points_dir = out / "data", out / "points"
