@@ -11,7 +11,10 @@ from synthdx.evaluate.calibration import (
     apply_thresholds,
     brier_score,
     expected_calibration_error,
+    fit_temperature,
     reliability,
+    top1_calibration,
+    top1_confidence,
     tune_thresholds,
 )
 
@@ -194,3 +197,70 @@ def test_calibration_bad_input():
         reliability([0, 1], [0.1, 0.2], n_bins=0)
     with pytest.raises(ValueError, match="no predictions"):
         brier_score([], [])
+
+
+# ---------------------------------------------------------------- rankings: top-1 confidence
+
+
+def test_top1_confidence_by_hand():
+    # softmax of (2, 0, -1) at the best: 1 / (1 + e^-2 + e^-3)
+    assert top1_confidence([0.0, 2.0, -1.0]) == pytest.approx(1 / (1 + np.exp(-2) + np.exp(-3)))
+    # scores are normalised: only differences matter; T = 2 halves them
+    assert top1_confidence([102.0, 100.0]) == pytest.approx(1 / (1 + np.exp(-2)))
+    assert top1_confidence([2.0, 0.0], temperature=2.0) == pytest.approx(1 / (1 + np.exp(-1)))
+    # a tie at the top shares the probability; an impossible candidate (-inf) adds nothing
+    assert top1_confidence([1.0, 1.0, -np.inf]) == pytest.approx(0.5)
+    assert top1_confidence([5.0]) == 1.0
+    # log-probabilities: the model's probability of its best name renormalised over the K names
+    logp = np.log([0.3, 0.1, 0.1])
+    assert top1_confidence(logp) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="temperature"):
+        top1_confidence([1.0, 0.0], temperature=0.0)
+    with pytest.raises(ValueError, match="no candidates"):
+        top1_confidence([])
+
+
+def test_top1_calibration_ece_and_brier_by_hand():
+    # 10 equal-width bins: 0.25 | 0.65 | 0.72, 0.75 (mean 0.735, right 1 of 2) | 0.95
+    conf, correct = [0.95, 0.75, 0.72, 0.25, 0.65], [1, 0, 1, 0, 1]
+    # ECE = (|1 - .95| + 2 |.5 - .735| + |0 - .25| + |1 - .65|) / 5 = (0.05 + 0.47 + 0.25 + 0.35) / 5
+    # Brier = (.05^2 + .75^2 + .28^2 + .25^2 + .35^2) / 5
+    c = top1_calibration(conf, correct)
+    assert c["ece"] == pytest.approx(1.12 / 5)
+    assert c["brier"] == pytest.approx((0.0025 + 0.5625 + 0.0784 + 0.0625 + 0.1225) / 5)
+    assert c["top1"] == pytest.approx(0.6) and c["confidence"] == pytest.approx(0.664) and c["n"] == 5
+    assert c["reliability"]["count"] == [0, 0, 1, 0, 0, 0, 1, 2, 0, 1]
+    b = top1_calibration(conf, correct, n_resamples=200, seed=1)
+    assert b["ece"] == c["ece"] and b["ece_ci"][0] <= b["ece_ci"][1]
+    assert b == top1_calibration(conf, correct, n_resamples=200, seed=1)  # seeded
+
+
+def test_fit_temperature_by_hand():
+    # two candidates 2 apart in every case, 3 of 4 right: the best p_T = sigmoid(2 / T) is 3/4,
+    # so 2 / T = log 3
+    assert fit_temperature([[2.0, 0.0]] * 4, [1, 1, 1, 0]) == pytest.approx(2 / np.log(3), rel=1e-5)
+    # three candidates (2, 0, -1), half right: 1 / (1 + x^2 + x^3) = 1/2 with x = e^(-1/T),
+    # i.e. x^2 + x^3 = 1, x = 0.75488 (the real root), T = -1 / log x
+    x = np.roots([1, 1, 0, -1])
+    x = float(x[np.isreal(x)].real[0])
+    assert fit_temperature([[2.0, 0.0, -1.0]] * 4, [1, 0, 1, 0]) == pytest.approx(-1 / np.log(x), rel=1e-5)
+    # the fitted T is the minimum of the log-loss (checked against a fine brute-force grid)
+    rng = np.random.default_rng(0)
+    lists = [rng.normal(0, 3, size=5) for _ in range(100)]
+    correct = rng.random(100) < 0.4
+    t = fit_temperature(lists, correct)
+
+    def log_loss(temp):
+        p = np.array([top1_confidence(s, temp) for s in lists])
+        return -np.mean(np.where(correct, np.log(p), np.log1p(-p)))
+
+    grid = np.exp(np.linspace(np.log(0.5), np.log(20), 401))
+    losses = [log_loss(g) for g in grid]
+    assert log_loss(t) <= min(losses) + 1e-9
+    assert t == pytest.approx(grid[np.argmin(losses)], rel=0.01)
+    # scaled by 10 -> the fitted T scales by 10 (the confidences do not change)
+    assert fit_temperature([s * 10 for s in lists], correct) == pytest.approx(10 * t, rel=1e-4)
+    # a single candidate cannot move: nothing to fit
+    assert fit_temperature([[1.0]], [0]) == 1.0
+    with pytest.raises(ValueError, match="score lists"):
+        fit_temperature([[1.0, 0.0]], [1, 0])

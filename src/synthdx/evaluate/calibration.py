@@ -11,6 +11,12 @@ Calibration: `reliability` (the data of a reliability diagram), `expected_calibr
 pair is one probability p with one 0/1 outcome, i.e. the (n, L) arrays are flattened. In a sparse
 label space most pairs are easy negatives, which pull these numbers toward "well calibrated";
 pass one column (y[:, j], p[:, j]) to assess a single label.
+
+Rankings (rare-disease differential diagnosis): `top1_confidence` is the probability a ranking
+system gives its first-ranked candidate (softmax of its scores over the ranked candidates), its
+outcome whether that candidate is the gold one; `fit_temperature` fits the temperature T of
+softmax(scores / T) that best predicts those outcomes (log-loss) on **validation** cases, and
+`top1_calibration` scores confidences against outcomes (reliability, ECE, Brier).
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ __all__ = [
     "apply_thresholds",
     "brier_score",
     "expected_calibration_error",
+    "fit_temperature",
     "reliability",
+    "top1_calibration",
+    "top1_confidence",
     "tune_thresholds",
 ]
 
@@ -200,3 +209,101 @@ def brier_score(y, p) -> float:
     """Mean squared difference between p and the 0/1 outcome y over all (record, label) pairs."""
     yf, pf = _flat_pair(y, p)
     return float(np.mean((pf - yf) ** 2))
+
+
+# ---------------------------------------------------------------- rankings: top-1 confidence
+
+
+def _ranked_scores(scores, temperature: float) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if s.size == 0:
+        raise ValueError("no candidates to rank")
+    if np.isnan(s).any() or not np.isfinite(s.max()):
+        raise ValueError("scores must not be NaN, and the best must be finite")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, got {temperature}")
+    return s / temperature
+
+
+def top1_confidence(scores, temperature: float = 1.0) -> float:
+    """The probability a ranking system gives its first-ranked candidate: softmax(scores / T) at the
+    best score, i.e. 1 / sum_j exp((s_j - s_max) / T). `scores` are the system's scores of the
+    candidates it ranks (log-likelihood ratios, log-probabilities or a fused score; -inf allowed for
+    an impossible candidate). Ties at the top share the probability: the first of them gets its
+    share, as a stable sort would rank it first. T does not change which candidate is first."""
+    z = _ranked_scores(scores, temperature)
+    return float(1.0 / np.exp(z - z.max()).sum())
+
+
+def _top1_log_probs(margins: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per case, log p and log(1 - p) of the top-1 confidence at temperature T, in log space (p may
+    round to 1). `margins`: (n, K - 1) each case's other scores minus its best (<= 0; -inf pads)."""
+    z = margins / temperature
+    m = z.max(axis=1)  # the runner-up, finite (cases without one are left out by the caller)
+    lse_rest = m + np.log(np.exp(z - m[:, None]).sum(axis=1))  # log sum over the others
+    lse = np.logaddexp(0.0, lse_rest)  # log sum over all, the top contributing exp(0) = 1
+    return -lse, lse_rest - lse
+
+
+def fit_temperature(score_lists, correct, bounds: tuple[float, float] = (0.01, 100.0)) -> float:
+    """The temperature T > 0 that minimises the log-loss of the top-1 confidence,
+    -mean(c log p_T + (1 - c) log(1 - p_T)), p_T = top1_confidence(scores, T), over VALIDATION cases
+    (`score_lists`: each case's scores of its ranked candidates; `correct`: whether its first-ranked
+    candidate is the gold one). Fit on held-out data, never on the cases it is then assessed on.
+
+    Searched in log T within `bounds`: a grid of 161 points, then a bounded scalar minimisation
+    around the best grid point. Cases whose confidence cannot move (a single candidate) are left out."""
+    from scipy.optimize import minimize_scalar
+
+    c = np.asarray(correct, dtype=np.float64).ravel()
+    if len(score_lists) != len(c) or not len(c):
+        raise ValueError(f"{len(score_lists)} score lists for {len(c)} outcomes (need at least one)")
+    if not np.isin(c, (0, 1)).all():
+        raise ValueError("correct must hold only 0/1 (or booleans)")
+    lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"bounds must be 0 < low < high, got {bounds}")
+    rests = []
+    for sc in score_lists:
+        z = _ranked_scores(sc, 1.0)
+        top = int(np.argmax(z))
+        rests.append(np.delete(z, top) - z[top])
+    width = max(len(r) for r in rests)
+    margins = np.full((len(rests), max(width, 1)), -np.inf)
+    for i, r in enumerate(rests):
+        margins[i, :len(r)] = r
+    movable = np.isfinite(margins).any(axis=1)
+    margins, c = margins[movable], c[movable]
+    if not len(c):
+        return 1.0
+
+    def loss(log_t: float) -> float:
+        lp, lq = _top1_log_probs(margins, float(np.exp(log_t)))
+        terms = np.where(c == 1, lp, lq)
+        return float(-np.mean(np.maximum(terms, -1e6)))  # a certain miss costs a lot, not inf
+
+    grid = np.linspace(lo, hi, 161)
+    values = [loss(g) for g in grid]
+    k = int(np.argmin(values))
+    a, b = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    res = minimize_scalar(loss, bounds=(a, b), method="bounded", options={"xatol": 1e-8})
+    best = float(res.x) if res.fun <= values[k] else float(grid[k])
+    return float(np.exp(best))
+
+
+def top1_calibration(confidence, correct, n_bins: int = 10, n_resamples: int = 0, seed: int = 0,
+                     alpha: float = 0.05) -> dict:
+    """How well top-1 confidences predict a correct first rank: {"n", "top1" (share correct),
+    "confidence" (mean confidence), "ece", "brier", "reliability" (see `reliability`)}, and with
+    `n_resamples` > 0 "ece_ci": a percentile bootstrap interval of the ECE over cases."""
+    y = np.asarray(correct, dtype=np.float64).ravel()
+    p = np.asarray(confidence, dtype=np.float64).ravel()
+    rel = reliability(y, p, n_bins)
+    out = {"n": int(len(p)), "top1": float(y.mean()), "confidence": float(p.mean()), "ece": rel["ece"],
+           "brier": brier_score(y, p), "reliability": rel}
+    if n_resamples > 0:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, len(p), size=(n_resamples, len(p)))
+        eces = [reliability(y[i], p[i], n_bins)["ece"] for i in idx]
+        out["ece_ci"] = [float(np.quantile(eces, alpha / 2)), float(np.quantile(eces, 1 - alpha / 2))]
+    return out
