@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthdx.experiments.rare_ddx import choose_weight, hash_sample, reranked_gold_rank
+from synthdx.experiments.rare_ddx import (CalibrationInput, calibration_report, choose_weight, hash_sample,
+                                          reranked_gold_rank, system_scores)
 from synthdx.infer.rerank import fuse, log_posterior, score_names
 from synthdx.patients import Case, Patient
 from synthdx.records import Record
@@ -92,6 +93,44 @@ def test_reranked_gold_rank_by_hand():
     # retrieval missed the gold: its ranker rank (beyond K) stands, or inf when not a candidate
     assert reranked_gold_rank(top, np.array([0.1, 0.9, 0.5]), ["D7"], 12.0) == 12.0
     assert reranked_gold_rank(top, np.array([0.1, 0.9, 0.5]), ["D7"], math.inf) == math.inf
+
+
+def test_top1_confidence_of_hand_made_rankings():
+    from synthdx.evaluate.calibration import top1_confidence
+
+    # the ranker's top 3 with log-likelihood ratios 3, 2, 1 -> posterior 1 / (1 + e^-1 + e^-2) on the first
+    retrieved = [(["A", "B", "C"], np.array([3.0, 2.0, 1.0]), 1.0)]
+    model = [{"A": np.log(0.1), "B": np.log(0.4), "C": np.log(0.1)}]
+    ranker = system_scores(retrieved, None, 0.0)[0]
+    assert top1_confidence(ranker) == pytest.approx(1 / (1 + math.exp(-1) + math.exp(-2)))
+    # the model alone ranks B first with 0.4 / (0.1 + 0.4 + 0.1) = 2/3
+    alone = system_scores(retrieved, model, math.inf)[0]
+    assert int(np.argmax(alone)) == 1 and top1_confidence(alone) == pytest.approx(2 / 3)
+    # fused with weight 1: log-posterior + log p, softmax -> proportional to posterior x p:
+    # A: e^0 * 0.1, B: e^-1 * 0.4, C: e^-2 * 0.1; B is first with 0.4e^-1 / (0.1 + 0.4e^-1 + 0.1e^-2)
+    fused = system_scores(retrieved, model, 1.0)[0]
+    b = 0.4 * math.exp(-1)
+    assert int(np.argmax(fused)) == 1
+    assert top1_confidence(fused) == pytest.approx(b / (0.1 + b + 0.1 * math.exp(-2)))
+
+
+def test_calibration_report_fits_on_validation_only():
+    # validation: margin 2, right 3 of 4 -> T = 2 / log 3; real cases: other scores, all right
+    val = [np.array([2.0, 0.0])] * 4
+    real = [np.array([1.0, 0.0]), np.array([4.0, 0.0])]
+    rep = calibration_report([CalibrationInput("s", real, [True, True], val, [True, True, True, False])],
+                             ["r1", "r2"], n_bins=10)
+    s = rep["systems"]["s"]
+    t = 2 / math.log(3)
+    assert s["temperature"] == pytest.approx(t, rel=1e-5)
+    conf = [1 / (1 + math.exp(-1)), 1 / (1 + math.exp(-4))]
+    assert rep["cases"]["s"]["confidence"] == pytest.approx(conf, abs=1e-6)
+    assert rep["cases"]["s"]["confidence_scaled"] == pytest.approx([1 / (1 + math.exp(-1 / t)),
+                                                                     1 / (1 + math.exp(-4 / t))], abs=1e-6)
+    assert s["ece"] == pytest.approx(np.mean([1 - c for c in conf]))  # two bins, both right
+    assert s["brier"] == pytest.approx(np.mean([(1 - c) ** 2 for c in conf]))
+    assert s["validation"]["ece_scaled"] == pytest.approx(0.0, abs=1e-5)  # 0.75 confident, 3/4 right
+    assert rep["cases"]["ids"] == ["r1", "r2"] and rep["fitted_on"].startswith("held-out synthetic")
 
 
 def test_choose_weight_follows_the_validation_patients():
@@ -189,6 +228,14 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     report = (out / "report.md").read_text()
     assert "Exomiser" in report and "shape" in report
     assert "Paired comparisons (top-1" in report and "Fidelity" in report
+    assert "Calibration of the top-1 confidence" in report and "synthetic validation patients" in report
+    assert (out / "plots" / "rare-ddx-reliability.png").exists()
+    cal = result["calibration"]
+    assert {"knowledge ranker", "fine-tuned model reranks top 10"} <= set(cal["systems"])
+    assert all(0 < s["temperature"] and 0 <= s["ece"] <= 1 for s in cal["systems"].values())
+    cal_rows = [json.loads(line) for line in (out / "predictions" / "calibration.jsonl").read_text().splitlines()]
+    assert len(cal_rows) == 3 and all(0 < v["confidence"] <= 1 for r in cal_rows for v in r["systems"].values())
+    assert all(0 < r["top1_confidence"] <= 1 for r in ranked)
     paired = result["paired"][1]
     assert paired["system_b"] == "knowledge ranker" and 0 < paired["top1"]["p_value"] <= 1
     assert paired["mcnemar"]["n"] == 3

@@ -128,14 +128,72 @@ def choose_weight(retrieved, model_scores, golds, weights: Sequence[float]) -> t
     return best, table
 
 
+def system_scores(retrieved, model_scores, weight: float) -> list[np.ndarray]:
+    """Per case, the scores a system ranks its top K by: the ranker's log-likelihood ratios
+    (`model_scores` None), or `fuse` of them with the model's log-probabilities (weight inf: the
+    model alone, ties broken by the ranker)."""
+    from ..infer.rerank import fuse
+
+    if model_scores is None:
+        return [np.asarray(top_scores, dtype=np.float64) for _, top_scores, _ in retrieved]
+    return [fuse(top_scores, np.array([ms[d] for d in top_ids]), weight)
+            for (top_ids, top_scores, _), ms in zip(retrieved, model_scores)]
+
+
 def _ranking_rows(ids, retrieved, model_scores, weight, names) -> list[dict]:
-    from ..infer.rerank import fuse, ranking_entries
+    from ..evaluate.calibration import top1_confidence
+    from ..infer.rerank import ranking_entries
 
     rows = []
-    for cid, (top_ids, top_scores, _), ms in zip(ids, retrieved, model_scores):
-        fused = top_scores if ms is None else fuse(top_scores, np.array([ms[d] for d in top_ids]), weight)
-        rows.append({"id": cid, "ranking": ranking_entries(top_ids, fused, names)})
+    for cid, (top_ids, _, _), sc in zip(ids, retrieved, system_scores(retrieved, model_scores, weight)):
+        rows.append({"id": cid, "ranking": ranking_entries(top_ids, sc, names),
+                     "top1_confidence": round(top1_confidence(sc), 6)})
     return rows
+
+
+@dataclass
+class CalibrationInput:
+    """One ranking system's top-1 confidences to assess: the scores of the top K on the real cases
+    and on the held-out synthetic validation patients (where the temperature is fitted), and
+    whether the gold disease is ranked first on each."""
+
+    name: str
+    real_scores: list[np.ndarray]
+    real_correct: list[bool]
+    val_scores: list[np.ndarray]
+    val_correct: list[bool]
+    main: bool = True
+    """Drawn in the reliability diagrams (the own-publication-left-out variants are table rows only)."""
+
+
+def calibration_report(inputs: Sequence[CalibrationInput], ids: Sequence[str], n_bins: int = 10,
+                       n_resamples: int = 0, seed: int = 0) -> dict:
+    """Per system: reliability, ECE and Brier of the top-1 confidence on the real cases, before and
+    after temperature scaling fitted on the synthetic validation patients (and on those patients),
+    and every case's confidence and outcome (`cases`), so that each number can be recomputed."""
+    from ..evaluate.calibration import fit_temperature, top1_calibration, top1_confidence
+
+    systems, cases = {}, {"ids": list(ids)}
+    for inp in inputs:
+        t = fit_temperature(inp.val_scores, inp.val_correct)
+        conf = [top1_confidence(sc) for sc in inp.real_scores]
+        conf_t = [top1_confidence(sc, t) for sc in inp.real_scores]
+        val_conf = [top1_confidence(sc) for sc in inp.val_scores]
+        val_conf_t = [top1_confidence(sc, t) for sc in inp.val_scores]
+        before = top1_calibration(conf, inp.real_correct, n_bins, n_resamples, seed)
+        after = top1_calibration(conf_t, inp.real_correct, n_bins, n_resamples, seed)
+        systems[inp.name] = {
+            **before, "temperature": t,
+            "scaled": after, "main": inp.main,
+            "validation": {"n": len(val_conf), "top1": float(np.mean(inp.val_correct)),
+                           "ece": top1_calibration(val_conf, inp.val_correct, n_bins)["ece"],
+                           "ece_scaled": top1_calibration(val_conf_t, inp.val_correct, n_bins)["ece"]},
+        }
+        cases[inp.name] = {"confidence": [round(c, 6) for c in conf],
+                           "confidence_scaled": [round(c, 6) for c in conf_t],
+                           "correct": [bool(c) for c in inp.real_correct]}
+    return {"n_bins": n_bins, "fitted_on": "held-out synthetic validation patients", "systems": systems,
+            "cases": cases}
 
 
 @dataclass
@@ -285,6 +343,14 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     synthetic_scores: dict[str, dict] = {"knowledge ranker": _quick(
         [r[2] for r in retrieved["val"]])}
     weights_table = {}
+    v_ranker_correct = [r[2] == 1 for r in retrieved["val"]]
+    v_ranker_scores = system_scores(retrieved["val"], None, 0.0)
+    cal_inputs = [CalibrationInput("knowledge ranker", system_scores(retrieved["full"], None, 0.0),
+                                   [r[2] == 1 for r in retrieved["full"]], v_ranker_scores, v_ranker_correct)]
+    if "left_out" in retrieved:
+        cal_inputs.append(CalibrationInput(
+            "knowledge ranker, own publication left out", system_scores(retrieved["left_out"], None, 0.0),
+            [r[2] == 1 for r in retrieved["left_out"]], v_ranker_scores, v_ranker_correct, main=False))
     models = [("fine-tuned model", str(out / "model"), "model")]
     if cfg.eval.zero_shot:
         models.append(("base model zero-shot", cfg.train.model, "zero_shot"))
@@ -307,6 +373,12 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                 fused = _fused_ranks(retrieved[ret_key], s_ms, s_golds, w)
                 systems[f"{label} reranks top {k}{variant}"] = evaluate_ranking(alone, s_cov, s_obs, **ev)
                 systems[f"{label} + ranker (weight {w:g}){variant}"] = evaluate_ranking(fused, s_cov, s_obs, **ev)
+                for sys_name, weight, ranks in ((f"{label} reranks top {k}{variant}", float("inf"), alone),
+                                                (f"{label} + ranker (weight {w:g}){variant}", w, fused)):
+                    cal_inputs.append(CalibrationInput(
+                        sys_name, system_scores(retrieved[ret_key], s_ms, weight), [r == 1 for r in ranks],
+                        system_scores(retrieved["val"], v_ms, weight),
+                        [r == 1 for r in _fused_ranks(retrieved["val"], v_ms, v_golds, weight)], main=not variant))
             if key == "model":
                 paired_ranks = {"fine-tuned model alone": _fused_ranks(retrieved["full"], s_ms, s_golds, float("inf")),
                                 f"fine-tuned model + ranker (weight {w:g})": _fused_ranks(retrieved["full"], s_ms,
@@ -315,8 +387,12 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                 write_jsonl(pred_dir / "model.jsonl", _ranking_rows(s_ids, retrieved["full"], s_ms, float("inf"), names))
                 write_jsonl(pred_dir / "model_ranker.jsonl", _ranking_rows(s_ids, retrieved["full"], s_ms, w, names))
                 write_jsonl(pred_dir / "knowledge_ranker.jsonl",
-                            _ranking_rows(s_ids, retrieved["full"], [None] * len(s_ids), 0.0, names))
+                            _ranking_rows(s_ids, retrieved["full"], None, 0.0, names))
                 _store_rerank_settings(out / "model", k, w)
+
+    with timer.stage("calibration of the top-1 confidence"):
+        calibration = calibration_report(cal_inputs, s_ids, n_resamples=cfg.eval.n_resamples, seed=cfg.eval.seed)
+        _write_calibration_cases(pred_dir / "calibration.jsonl", calibration, s_golds)
 
     with timer.stage("paired tests and fidelity"):
         from ..evaluate.fidelity import fidelity_report
@@ -336,7 +412,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
         shapes = {"synthetic (training)": patient_shape(train_cases, knowledge),
                   "real (all cases)": patient_shape(cases, knowledge)}
         result = _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, chosen,
-                         paired, fidelity, {
+                         paired, fidelity, calibration, {
             "data": {"cases": cfg.data.path, "labelled_cases": len(cases), "model_cases": len(sample),
                      "candidates": len(candidates), "hpo_version": knowledge.version,
                      "synthetic_training_patients": len(train_cases),
@@ -394,8 +470,72 @@ def _paired_section(paired: list[dict]):
                         "resampled together; McNemar uses the cases where exactly one system puts the gold first.")
 
 
+def _write_calibration_cases(path: Path, calibration: dict, golds: Sequence[Sequence[str]]) -> None:
+    """One row per scored real case: its gold ids and, per system, the top-1 confidence (before and
+    after temperature scaling) and whether the first-ranked disease is a gold one."""
+    cases = calibration["cases"]
+    names = [n for n in cases if n != "ids"]
+    write_jsonl(path, ({"id": cid, "gold": list(gold),
+                        "systems": {n: {"confidence": cases[n]["confidence"][i],
+                                        "confidence_scaled": cases[n]["confidence_scaled"][i],
+                                        "correct": cases[n]["correct"][i]} for n in names}}
+                       for i, (cid, gold) in enumerate(zip(cases["ids"], golds))))
+
+
+def _calibration_section(calibration: dict, top_k: int, n_val: int):
+    from ..evaluate.report import _num
+    from ..evaluate.plots import reliability_plot
+    from ..evaluate.ranking_report import Section
+    from ..evaluate.sections import Plot
+
+    def ci(d: dict) -> str:
+        lo_hi = d.get("ece_ci")
+        return f"{_num(d['ece'])} [{_num(lo_hi[0])}, {_num(lo_hi[1])}]" if lo_hi else _num(d["ece"])
+
+    rows = []
+    for name, d in calibration["systems"].items():
+        sc, v = d["scaled"], d["validation"]
+        rows.append([name, str(d["n"]), _num(d["top1"]), _num(d["confidence"]), ci(d), _num(d["brier"]),
+                     f"{d['temperature']:.3g}", _num(sc["confidence"]), ci(sc), _num(sc["brier"]),
+                     f"{_num(v['ece'])} → {_num(v['ece_scaled'])}"])
+
+    def plot(key: str | None, name: str, title: str):
+        data = {}
+        for n, d in calibration["systems"].items():
+            if not d["main"]:
+                continue
+            r = d[key] if key else d
+            data[n] = {"confidence": r["reliability"]["mean_confidence"], "frequency": r["reliability"]["frequency"],
+                       "count": r["reliability"]["count"], "ece": r["ece"]}
+        return Plot(name, reliability_plot(data, title), alt=title)
+
+    return Section(
+        "Calibration of the top-1 confidence",
+        text=(f"Top-1 confidence: the probability a system gives its first-ranked disease, its scores "
+              f"normalised (softmax) over the {top_k} candidates it ranks: the knowledge ranker's posterior from "
+              "its log-likelihood ratios, the model's log-probabilities of the disease names, or the fused score. "
+              "Correct: a gold disease is ranked first (a case whose gold the ranker did not retrieve is a miss "
+              f"for every system). ECE over {calibration['n_bins']} equal-width bins, with a 95% bootstrap "
+              "interval over cases; Brier = mean (confidence − correct)². Temperature scaling divides each "
+              f"system's scores by T before the softmax (the ranking does not change); T minimises the "
+              f"log-loss of the top-1 confidence on the {n_val} held-out synthetic validation patients "
+              "(those the fusion weight is chosen on), never on the real cases."),
+        header=["system", "cases", "top-1", "mean confidence", "ECE [95% CI]", "Brier", "T (fitted on synthetic)",
+                "mean confidence after T", "ECE after T [95% CI]", "Brier after T",
+                "ECE on synthetic validation: before → after T"],
+        rows=rows, num_from=1,
+        plots=[plot(None, "rare-ddx-reliability", "Top-1 confidence on the real cases"),
+               plot("scaled", "rare-ddx-reliability-scaled",
+                    "After temperature scaling (T fitted on synthetic patients)")],
+        notes=["Case-level confidences and outcomes: predictions/calibration.jsonl and metrics.json "
+               "(systems.calibration.cases); model.jsonl, model_ranker.jsonl and knowledge_ranker.jsonl carry "
+               "each ranking's top1_confidence (before scaling).",
+               "Own-publication-left-out rows use the T of the same system with full annotations (synthetic "
+               "patients have no publication to leave out)."])
+
+
 def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, chosen, paired, fidelity,
-            extra) -> dict:
+            calibration, extra) -> dict:
     from ..evaluate.evidence import fidelity_section
     from ..evaluate.ranking_report import RANKING_HEADER, Section, ranking_rows, write_ranking_report
 
@@ -427,6 +567,7 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
                       for w, d in t.items()],
                 notes=[f"chosen: {m} weight {w:g}" for m, w in chosen.items()]),
         _paired_section(paired),
+        _calibration_section(calibration, cfg.rerank.top_k, extra["data"]["synthetic_validation_patients"]),
         Section("Synthetic patients vs real cases: shape", header=["statistic"] + list(shapes),
                 rows=_shape_rows(shapes)),
         fidelity_section(fidelity, "rendered summaries of synthetic training patients vs the scored real cases"),
@@ -441,7 +582,8 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
     if reductions:
         sections.insert(0, Section("Reductions in this configuration", notes=reductions))
     metrics = {"all_cases": systems_all, "model_cases": systems, "synthetic_validation": synthetic_scores,
-               "fusion_weights": weights_table, "shape": shapes, "paired": paired, "fidelity": fidelity}
+               "fusion_weights": weights_table, "shape": shapes, "paired": paired, "fidelity": fidelity,
+               "calibration": calibration}
     write_ranking_report(out, cfg.title, sections, metrics, extra)
     return metrics
 
