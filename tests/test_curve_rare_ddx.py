@@ -116,6 +116,8 @@ def test_tiny_rare_ddx_curve_end_to_end_and_resume(tmp_path, tiny_model_dir, hpo
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "curve-rare-ddx.yaml", [
         f"data.path={cases}", "data.test_fraction=0.4", "rare_ddx.test_cases=null",
         "rare_ddx.patients.validation_patients=10", "sizes=[4,8]", "eval.n_resamples=100",
+        "rare_ddx.zero_shot=true", "sources=[{name: synthetic patients, kind: synthetic}, {name: real cases, "
+        "kind: real}, {name: mix, kind: real, base: synthetic, base_n: 3}]",
         f"learners.0.train.model={tiny_model_dir}", "learners.0.train.max_steps=1",
         "learners.0.train.batch_size=4"])
     out = tmp_path / "run"
@@ -137,11 +139,14 @@ def test_tiny_rare_ddx_curve_end_to_end_and_resume(tmp_path, tiny_model_dir, hpo
     assert large["train_ids"][:4] == small["train_ids"]  # nested
     assert set(result["curves"]) == {"SmolLM2-135M reranks top 10", "SmolLM2-135M + ranker"}
     for system in result["curves"].values():
-        assert set(system) == {"synthetic patients", "real cases"}
+        assert set(system) == {"synthetic patients", "real cases", "mix"}
         for p in system["synthetic patients"]:
             assert 0 <= p["top1"]["lo"] <= p["top1"]["mean"] <= p["top1"]["hi"] <= 1
             assert "equivalent_real_n" in p["top1"]
     assert "knowledge ranker" in result["references"]
+    assert "base model zero-shot reranks top 10" in result["references"]
+    mix = json.loads((out / "points" / "smollm2-135m" / "mix" / "n4-s0.json").read_text())
+    assert mix["train_records"] == 7 and not set(mix["train_ids"][3:]) & set(mix["train_ids"][:3])
     report = (out / "report.md").read_text()
     assert "top-1" in report and "by publication" in report and "knowledge ranker" in report
     assert not list(out.rglob("model.safetensors"))  # the points' models are deleted

@@ -207,6 +207,9 @@ class CurveRareDdx(_Strict):
     knowledge: KnowledgeConfig = KnowledgeConfig()
     patients: CurvePatients = CurvePatients()
     rerank: RerankConfig = RerankConfig()
+    zero_shot: bool = Field(False, description="Also rerank with the untrained base model (a reference line at "
+                                               "N = 0; its fusion weight chosen on the synthetic validation "
+                                               "patients like every point's).")
 
 
 class CurveConfig(_Strict):

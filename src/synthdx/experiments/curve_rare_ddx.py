@@ -255,7 +255,6 @@ def fit_and_rank(spec, train: Sequence[Record], d: CurveRareDdxData, workdir: Pa
     model is deleted afterwards (a curve would otherwise keep 0.5 GB a point)."""
     from ..config import TrainSection
     from ..train.sft import TASK_FILE, TrainConfig, train as sft_train
-    from .rare_ddx import _fused_ranks, _model_scores, choose_weight
 
     section = spec.train or TrainSection(max_text_tokens=256)
     cfg = TrainConfig(**{**section.model_dump(), "seed": seed})
@@ -266,25 +265,39 @@ def fit_and_rank(spec, train: Sequence[Record], d: CurveRareDdxData, workdir: Pa
         if step % 5 == 0 or step == total:
             log.info("%s: training step %d/%d loss %.4f", spec.label, step, total, loss)
 
+    stats_path = workdir / "train_stats.json"
     if not (model_dir / TASK_FILE).exists():  # a model trained before an interruption is reused
         stats = sft_train(train, d.task, workdir, cfg, progress=report)
         stats.pop("losses", None)
+        write_json(stats_path, {k: v for k, v in stats.items() if not isinstance(v, list)})
+    elif stats_path.exists():
+        stats = json.loads(stats_path.read_text())
     d.task.max_text_tokens = cfg.max_text_tokens
-    v_cands = [r[0] for r in d.val_retrieved]
-    t_cands = [r[0] for r in d.retrieved]
-    v_golds = [list(c.gold) for c in d.val_cases]
-    t_golds = [list(c.gold) for c in d.test]
-    v_ms = _model_scores(str(model_dir), d.task, d.val_texts, v_cands, workdir / "scores_validation.json",
-                         [c.id for c in d.val_cases], f"{spec.label}: synthetic validation")
-    t_ms = _model_scores(str(model_dir), d.task, d.test_texts, t_cands, workdir / "scores_test.json",
-                         [c.id for c in d.test], f"{spec.label}: real test cases")
-    w, table = choose_weight(d.val_retrieved, v_ms, v_golds, weights)
-    out = {"weight": None if math.isinf(w) else w, "weights_on_validation": table,
-           "ranks": {"alone": _encode(_fused_ranks(d.retrieved, t_ms, t_golds, math.inf)),
-                     "fused": _encode(_fused_ranks(d.retrieved, t_ms, t_golds, w))},
-           "model_scores": t_ms, "train_stats": {k: v for k, v in stats.items() if not isinstance(v, list)}}
+    out = rank_with_model(str(model_dir), d, workdir, weights, spec.label)
+    out["train_stats"] = {k: v for k, v in stats.items() if not isinstance(v, list)}
     shutil.rmtree(workdir, ignore_errors=True)
     return out
+
+
+def rank_with_model(model_path: str, d: CurveRareDdxData, cache_dir: Path, weights: Sequence[float],
+                    label: str) -> dict:
+    """The model at `model_path` scores the top K of the validation patients and of the test cases
+    (cached in `cache_dir`); the fusion weight is chosen on the validation patients; the gold ranks
+    of the model alone and fused (null: not ranked)."""
+    from .rare_ddx import _fused_ranks, _model_scores, choose_weight
+
+    v_golds = [list(c.gold) for c in d.val_cases]
+    t_golds = [list(c.gold) for c in d.test]
+    v_ms = _model_scores(model_path, d.task, d.val_texts, [r[0] for r in d.val_retrieved],
+                         cache_dir / "scores_validation.json", [c.id for c in d.val_cases],
+                         f"{label}: synthetic validation")
+    t_ms = _model_scores(model_path, d.task, d.test_texts, [r[0] for r in d.retrieved], cache_dir / "scores_test.json",
+                         [c.id for c in d.test], f"{label}: real test cases")
+    w, table = choose_weight(d.val_retrieved, v_ms, v_golds, weights)
+    return {"weight": None if math.isinf(w) else w, "weights_on_validation": table,
+            "ranks": {"alone": _encode(_fused_ranks(d.retrieved, t_ms, t_golds, math.inf)),
+                      "fused": _encode(_fused_ranks(d.retrieved, t_ms, t_golds, w))},
+            "model_scores": t_ms}
 
 
 # ---------------------------------------------------------------- the curve
@@ -303,13 +316,37 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
     d = prepare(cfg, data_dir, timer)
     test_ids = [c.id for c in d.test]
     k = cfg.rare_ddx.rerank.top_k
-    plan = [(lr, src, n, seed) for lr in cfg.learners for src in cfg.sources
+    # the plain sources' points first, then the base model at N = 0, then the mixes (the most costly)
+    plan = [(lr, src, n, seed) for lr in cfg.learners for src in sorted(cfg.sources, key=lambda s: s.base is not None)
             if lr.sources is None or src.name in lr.sources
             for n in (lr.sizes or cfg.sizes) for seed in (lr.seeds or cfg.seeds)]
     skipped: list[str] = []
+    zero_shot = None
+    zs_path = data_dir / "zero_shot.json"
+
+    def run_zero_shot() -> dict | None:
+        if zs_path.exists():
+            return json.loads(zs_path.read_text())
+        if report_only:
+            skipped.append("base model zero-shot (N = 0): not run (report only)")
+            return None
+        with timer.stage("base model zero-shot (N = 0)"):
+            section = cfg.learners[0].train
+            base = section.model if section else "smollm2-135m"
+            d.task.max_text_tokens = section.max_text_tokens if section else 256
+            res = {"model": base, "test_ids": test_ids, **rank_with_model(
+                base, d, data_dir / "zero_shot", cfg.rare_ddx.rerank.weights, "base model zero-shot")}
+            write_json(zs_path, res)
+            console.print(f"base model zero-shot: top-1 alone {np.mean(np.array(_decode(res['ranks']['alone'])) == 1):.3f}"
+                          f", + ranker {np.mean(np.array(_decode(res['ranks']['fused'])) == 1):.3f} "
+                          f"(weight {res['weight']})")
+            return res
+
     with timer.stage("train and score the curve points"), make_progress() as bar:
         t = bar.add_task("curve points", total=len(plan), info="")
         for spec, source, n, seed in plan:
+            if cfg.rare_ddx.zero_shot and zero_shot is None and source.base is not None:
+                zero_shot = run_zero_shot()
             path = _point_path(points_dir, spec.label, source.name, n, seed)
             bar.update(t, info=f"{spec.label} / {source.name} / n={n} / seed {seed}")
             if not path.exists() and report_only:
@@ -331,11 +368,22 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
                               f"alone {np.mean(np.array(_decode(res['ranks']['alone'])) == 1):.3f}, + ranker "
                               f"{np.mean(np.array(_decode(res['ranks']['fused'])) == 1):.3f} (weight {res['weight']})")
             bar.advance(t)
+    if cfg.rare_ddx.zero_shot and zero_shot is None:
+        zero_shot = run_zero_shot()
 
     with timer.stage("aggregate"):
         curves, weights = aggregate(cfg, points_dir, test_ids)
         ref_ranks = [r[2] for r in d.retrieved]
         refs = {"knowledge ranker": rank_point_scores([ref_ranks], cfg.eval.n_resamples, cfg.eval.seed)}
+        if zero_shot is not None:
+            if zero_shot["test_ids"] != test_ids:
+                raise ValueError(f"{data_dir / 'zero_shot.json'}: scored on other test cases than this run's")
+            w = zero_shot["weight"]
+            for system in SYSTEMS:
+                name = (f"base model zero-shot reranks top {k}" if system == "alone" else
+                        f"base model zero-shot + ranker (weight {'inf' if w is None else f'{w:g}'})")
+                refs[name] = rank_point_scores([_decode(zero_shot["ranks"][system])], cfg.eval.n_resamples,
+                                               cfg.eval.seed)
         cov = d.covered
         refs_covered = {"knowledge ranker (covered cases)": rank_point_scores(
             [[r for r, c in zip(ref_ranks, cov) if c]], cfg.eval.n_resamples, cfg.eval.seed)} if cov.any() else {}
