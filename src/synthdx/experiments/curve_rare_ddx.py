@@ -389,14 +389,16 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
             [[r for r, c in zip(ref_ranks, cov) if c]], cfg.eval.n_resamples, cfg.eval.seed)} if cov.any() else {}
     s = d.summary
     intro = (f"Task: rare-disease differential diagnosis. {s['records']} labelled real cases in "
-             f"{s['publication_groups']} publication groups, split by publication ({s['split_rule']}): "
+             f"{s['publication_groups']} publication groups, split {s['split_rule']}: "
              f"{s['test_part']} cases in the test part, of which {s['test']} are scored ({s['test_rule']}; "
              f"{s['test_covered']} have a gold disease among the {s['candidates']} candidates, the others count as "
              f"misses). Real training pool: {s['pool']} cases of the other publications (uncovered gold dropped: "
              f"{s['pool_uncovered_dropped']}; summary repeating a scored case dropped: {s['pool_duplicates_dropped']}). "
              f"Synthetic pool: {s['synthetic_pool']} patients; {s['synthetic_validation']} held-out synthetic "
              f"patients choose each point's fusion weight. Each point fine-tunes the base model on N examples and "
-             f"reranks the knowledge ranker's top {k}: '{k}' alone, and '+ ranker' (fused). Sizes: "
+             f"reranks the knowledge ranker's top {k}: 'reranks top {k}' is the model's order alone, '+ ranker' adds "
+             f"the ranker's score with the point's weight. Top-1/3/10 and MRR over all scored cases (per point in "
+             f"metrics.json). Sizes: "
              f"{', '.join(map(str, cfg.sizes))}; seeds: {', '.join(map(str, cfg.seeds))}.")
     result = {"title": cfg.title, "task": cfg.task, "data": s, "sizes": cfg.sizes, "seeds": cfg.seeds,
               "curves": curves, "references": refs, "references_covered": refs_covered,
