@@ -8,6 +8,10 @@ model's ranking of those K, then the ranker's order beyond K. "model + ranker" a
 with a weight chosen on held-out synthetic patients (never on real cases). Every output id is a
 candidate by construction.
 
+Calibration: each system's top-1 confidence (its scores' softmax over the top K, at its first-ranked
+disease) against whether that disease is the gold one, before and after temperature scaling fitted
+on the held-out synthetic validation patients (`calibration_report`).
+
 The real cases are only ever evaluated on: nothing is trained or tuned on them. Every stage writes
 its output into the run directory and is skipped when that output is there, so an interrupted run
 resumes (training from its checkpoint).
@@ -509,6 +513,7 @@ def _calibration_section(calibration: dict, top_k: int, n_val: int):
                        "count": r["reliability"]["count"], "ece": r["ece"]}
         return Plot(name, reliability_plot(data, title), alt=title)
 
+    n_cases = max((d["n"] for d in calibration["systems"].values()), default=0)
     return Section(
         "Calibration of the top-1 confidence",
         text=(f"Top-1 confidence: the probability a system gives its first-ranked disease, its scores "
@@ -527,7 +532,11 @@ def _calibration_section(calibration: dict, top_k: int, n_val: int):
         plots=[plot(None, "rare-ddx-reliability", "Top-1 confidence on the real cases"),
                plot("scaled", "rare-ddx-reliability-scaled",
                     "After temperature scaling (T fitted on synthetic patients)")],
-        notes=["Case-level confidences and outcomes: predictions/calibration.jsonl and metrics.json "
+        notes=["In the diagrams, 'observed frequency of positives' is the share of cases whose first-ranked "
+               "disease is a gold one; the bars below count cases per bin.",
+               f"With {n_cases} cases and {calibration['n_bins']} bins, ECE is biased upward (a perfectly calibrated system scores above 0) and its "
+               "bootstrap interval is wide; Brier has no binning.",
+               "Case-level confidences and outcomes: predictions/calibration.jsonl and metrics.json "
                "(systems.calibration.cases); model.jsonl, model_ranker.jsonl and knowledge_ranker.jsonl carry "
                "each ranking's top1_confidence (before scaling).",
                "Own-publication-left-out rows use the T of the same system with full annotations (synthetic "
