@@ -155,6 +155,10 @@ def _ranking_rows(ids, retrieved, model_scores, weight, names) -> list[dict]:
     return rows
 
 
+TEMPERATURE_BOUNDS = (0.01, 100.0)
+"""The range searched for the temperature; a fit at its edge is flagged in the report."""
+
+
 @dataclass
 class CalibrationInput:
     """One ranking system's top-1 confidences to assess: the scores of the top K on the real cases
@@ -178,8 +182,9 @@ def calibration_report(inputs: Sequence[CalibrationInput], ids: Sequence[str], n
     from ..evaluate.calibration import fit_temperature, top1_calibration, top1_confidence
 
     systems, cases = {}, {"ids": list(ids)}
+    lo, hi = TEMPERATURE_BOUNDS
     for inp in inputs:
-        t = fit_temperature(inp.val_scores, inp.val_correct)
+        t = fit_temperature(inp.val_scores, inp.val_correct, TEMPERATURE_BOUNDS)
         conf = [top1_confidence(sc) for sc in inp.real_scores]
         conf_t = [top1_confidence(sc, t) for sc in inp.real_scores]
         val_conf = [top1_confidence(sc) for sc in inp.val_scores]
@@ -187,7 +192,7 @@ def calibration_report(inputs: Sequence[CalibrationInput], ids: Sequence[str], n
         before = top1_calibration(conf, inp.real_correct, n_bins, n_resamples, seed)
         after = top1_calibration(conf_t, inp.real_correct, n_bins, n_resamples, seed)
         systems[inp.name] = {
-            **before, "temperature": t,
+            **before, "temperature": t, "temperature_at_bound": bool(t <= lo * 1.0001 or t >= hi * 0.9999),
             "scaled": after, "main": inp.main,
             "validation": {"n": len(val_conf), "top1": float(np.mean(inp.val_correct)),
                            "ece": top1_calibration(val_conf, inp.val_correct, n_bins)["ece"],
@@ -196,8 +201,8 @@ def calibration_report(inputs: Sequence[CalibrationInput], ids: Sequence[str], n
         cases[inp.name] = {"confidence": [round(c, 6) for c in conf],
                            "confidence_scaled": [round(c, 6) for c in conf_t],
                            "correct": [bool(c) for c in inp.real_correct]}
-    return {"n_bins": n_bins, "fitted_on": "held-out synthetic validation patients", "systems": systems,
-            "cases": cases}
+    return {"n_bins": n_bins, "fitted_on": "held-out synthetic validation patients",
+            "temperature_bounds": list(TEMPERATURE_BOUNDS), "systems": systems, "cases": cases}
 
 
 @dataclass
@@ -500,7 +505,8 @@ def _calibration_section(calibration: dict, top_k: int, n_val: int):
     for name, d in calibration["systems"].items():
         sc, v = d["scaled"], d["validation"]
         rows.append([name, str(d["n"]), _num(d["top1"]), _num(d["confidence"]), ci(d), _num(d["brier"]),
-                     f"{d['temperature']:.3g}", _num(sc["confidence"]), ci(sc), _num(sc["brier"]),
+                     f"{d['temperature']:.3g}" + (" (bound)" if d.get("temperature_at_bound") else ""),
+                _num(sc["confidence"]), ci(sc), _num(sc["brier"]),
                      f"{_num(v['ece'])} → {_num(v['ece_scaled'])}"])
 
     def plot(key: str | None, name: str, title: str):
@@ -539,6 +545,11 @@ def _calibration_section(calibration: dict, top_k: int, n_val: int):
                "Case-level confidences and outcomes: predictions/calibration.jsonl and metrics.json "
                "(systems.calibration.cases); model.jsonl, model_ranker.jsonl and knowledge_ranker.jsonl carry "
                "each ranking's top1_confidence (before scaling).",
+               *([f"T (bound): the fit reached the edge of the searched range {TEMPERATURE_BOUNDS}; at the "
+                  f"upper edge, T = {TEMPERATURE_BOUNDS[1]:g}, every case's confidence is flattened to about 1/{top_k}, i.e. the "
+                  "system's scores tell nothing on the synthetic patients about whether its first choice is "
+                  "right; its low ECE after T is that of a near-constant guess."]
+                 if any(d.get("temperature_at_bound") for d in calibration["systems"].values()) else []),
                "Own-publication-left-out rows use the T of the same system with full annotations (synthetic "
                "patients have no publication to leave out)."])
 
