@@ -70,11 +70,17 @@ def hardware() -> dict:
 
 def claim_run_dir(out: Path, cfg) -> None:
     """Record `cfg` in `out/config.yaml`. A run directory already holding a different config is
-    refused: its stages' outputs (data, model, scores) would be silently reused for the new one."""
+    refused: its stages' outputs (data, model, scores) would be silently reused for the new one.
+    The recorded config is read with today's schema first, so a setting added to synthdx since the
+    run started (absent there, at its default here) is not a difference."""
     text = yaml.safe_dump(cfg.model_dump(), sort_keys=False)
     path = out / "config.yaml"
     if path.exists():
         old = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            old = yaml.safe_load(yaml.safe_dump(type(cfg).model_validate(old).model_dump(), sort_keys=False))
+        except ValueError:  # a setting this synthdx no longer knows: compare as recorded
+            pass
         if old != yaml.safe_load(text):
             changed = sorted(_diff_keys(old, cfg.model_dump()))
             raise ConfigError(f"{out} holds a run with another config (differs in: {', '.join(changed[:8])}); "
