@@ -149,6 +149,8 @@ def test_tiny_rare_ddx_curve_end_to_end_and_resume(tmp_path, tiny_model_dir, hpo
     assert mix["train_records"] == 7 and not set(mix["train_ids"][3:]) & set(mix["train_ids"][:3])
     report = (out / "report.md").read_text()
     assert "top-1" in report and "by publication" in report and "knowledge ranker" in report
+    assert "Paired: each point" in report
+    assert len(result["paired"]) == 1 + 3 * 2 and all(0 < c["top1"]["p_value"] <= 1 for c in result["paired"])
     assert not list(out.rglob("model.safetensors"))  # the points' models are deleted
     # a rerun trains nothing and gives the same numbers
     stamp = {p: p.stat().st_mtime_ns for p in (out / "points").rglob("*.json")}

@@ -82,7 +82,7 @@ def _learner_comparison(result: dict, refs: dict) -> list[Section]:
     return out
 
 
-def write_curve_report(out: Path, result: dict) -> dict[str, Path]:
+def write_curve_report(out: Path, result: dict, extra_sections: list[Section] | None = None) -> dict[str, Path]:
     data = result["data"]
     intro = Section("What was run", text=result.get("intro") or (
         f"Task: {result['task']}. {data['records']} real records, {data['pool']} in the training pool, "
@@ -93,6 +93,6 @@ def write_curve_report(out: Path, result: dict) -> dict[str, Path]:
         notes=[BAND_NOTE, "≈ real examples: the number of real labelled training records at which the "
                "same learner's real-label curve reaches this score (interpolated in log n)."]
         + [f"skipped: {s}" for s in result.get("skipped_points", [])])
-    sections = [intro] + curve_sections(result)
+    sections = [intro] + curve_sections(result) + list(extra_sections or [])
     extra = {"data": data, "timings_seconds": result.get("timings_seconds", {})}
     return write_sectioned_report(out, result["title"], sections, result, extra)

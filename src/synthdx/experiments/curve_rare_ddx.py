@@ -406,7 +406,8 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
               "skipped_points": sorted(set(skipped)), "timings_seconds": timer.timings, "hardware": hardware()}
     from ..evaluate.curve_report import write_curve_report
 
-    write_curve_report(out, result)
+    result["paired"] = paired_with_ranker(cfg, points_dir, ref_ranks, zero_shot)
+    write_curve_report(out, result, [_paired_section(result["paired"])])
     write_provenance(out, config=cfg.model_dump(), data_sources={"real cases": cfg.data.path},
                      seeds={"curve": cfg.seeds, "synthetic": cfg.rare_ddx.patients.seed, "eval": cfg.eval.seed},
                      models={lr.label: _learner_model(lr) for lr in cfg.learners},
@@ -460,6 +461,50 @@ def aggregate(cfg: CurveConfig, points_dir: Path, test_ids: list[str]) -> tuple[
                                 p[metric]["equivalent_real_n"] = equivalent_n(real_curve, p[metric]["mean"])
             curves[system_label(spec, system, k)] = by_source
     return curves, weights
+
+
+def paired_with_ranker(cfg: CurveConfig, points_dir: Path, ranker_ranks: Sequence[float],
+                       zero_shot: dict | None) -> list[dict]:
+    """Top-1 of each finished point's '+ ranker' system against the knowledge ranker on the same
+    cases: paired bootstrap difference and exact McNemar."""
+    from ..evaluate.paired import mcnemar, paired_bootstrap_correct
+    from .curve import _point_path
+
+    ev = {"n_resamples": cfg.eval.n_resamples, "seed": cfg.eval.seed}
+    base = np.asarray(ranker_ranks) == 1
+    rows = []
+    runs = [("base model zero-shot + ranker (N = 0)", zero_shot)] if zero_shot else []
+    for spec in cfg.learners:
+        for source in cfg.sources:
+            for n in spec.sizes or cfg.sizes:
+                for seed in spec.seeds or cfg.seeds:
+                    path = _point_path(points_dir, spec.label, source.name, n, seed)
+                    if path.exists():
+                        runs.append((f"{spec.label} + ranker, {source.name}, n={n}, seed {seed}",
+                                     json.loads(path.read_text())))
+    for name, row in runs:
+        hit = np.asarray(_decode(row["ranks"]["fused"])) == 1
+        rows.append({"system_a": name, "system_b": "knowledge ranker", "weight": row["weight"],
+                     "top1": paired_bootstrap_correct(hit, base, **ev), "mcnemar": mcnemar(hit, base)})
+    return rows
+
+
+def _paired_section(paired: list[dict]):
+    from ..evaluate.evidence import p_text, signed
+    from ..evaluate.sections import Section
+
+    rows = []
+    for c in paired:
+        d, m = c["top1"], c["mcnemar"]
+        w = "model alone" if c["weight"] is None else f"{c['weight']:g}"
+        rows.append([c["system_a"], w, f"{d['a']:.3f}", f"{d['b']:.3f}",
+                     f"{signed(d['diff'])} [{signed(d['ci'][0])}, {signed(d['ci'][1])}]", p_text(d["p_value"]),
+                     f"{m['b']} / {m['c']}", p_text(m["p_value"])])
+    return Section("Paired: each point's model + ranker vs the knowledge ranker (top-1, same cases)",
+                   header=["system", "weight", "top-1", "ranker top-1", "difference [95% CI]", "p (paired bootstrap)",
+                           "only system / only ranker first", "p (McNemar exact)"], rows=rows, num_from=2,
+                   text="The difference's interval is a bootstrap over cases resampled together; McNemar counts "
+                        "the cases where exactly one of the two puts the gold first.")
 
 
 def format_curve_table(result: dict) -> str:
