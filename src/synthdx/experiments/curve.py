@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +137,44 @@ def _indices(row: np.ndarray) -> list[int]:
     return [int(j) for j in np.flatnonzero(row)]
 
 
+def curve_plan(cfg: CurveConfig, sources: list[CurveSource]) -> list[tuple]:
+    """Every point to run, in order: (learner, source, n, seed) for each learner's sources, sizes, seeds."""
+    return [(lr, src, n, seed) for lr in cfg.learners for src in sources
+            if lr.sources is None or src.name in lr.sources
+            for n in (lr.sizes or cfg.sizes) for seed in (lr.seeds or cfg.seeds)]
+
+
+def run_points(plan: list[tuple], points_dir: Path, pools: dict[str, list[Record]],
+               score: Callable[..., dict], report_only: bool = False) -> list[str]:
+    """Train and score each point of `plan` not yet in `points_dir`, writing its JSON at once (a rerun
+    skips it). `score(spec, train, workdir, seed)` fits the learner on `train` and returns the
+    point's results (merged into its JSON). Returns what was skipped, and why."""
+    skipped: list[str] = []
+    with make_progress() as bar:
+        t = bar.add_task("curve points", total=len(plan), info="")
+        for spec, source, n, seed in plan:
+            name = f"{spec.label} / {source.name} / n={n} / seed {seed}"
+            path = _point_path(points_dir, spec.label, source.name, n, seed)
+            bar.update(t, info=name)
+            if not path.exists() and report_only:
+                skipped.append(f"{name}: not run (report only)")
+            elif not path.exists():
+                train = training_set(source, pools, n, seed)
+                if train is None:
+                    skipped.append(f"{spec.label} / {source.name} / n={n}: the pool is smaller")
+                    bar.advance(t)
+                    continue
+                start = time.perf_counter()
+                result = score(spec, train, path.with_suffix(""), seed)
+                seconds = time.perf_counter() - start
+                write_json(path, {"learner": spec.label, "source": source.name, "n": n, "seed": seed,
+                                  "train_records": len(train), "train_ids": [r.id for r in train],
+                                  "seconds": round(seconds, 2), **result})
+                log.info("point %s: %.1f s", name, seconds)
+            bar.advance(t)
+    return skipped
+
+
 def run_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -> dict:
     """Train and score every point not yet in OUT/points, then report. `report_only`: train nothing,
     report the points there are (the missing ones are listed in the report)."""
@@ -169,33 +208,15 @@ def _run(cfg: CurveConfig, out: Path, report_only: bool = False) -> dict:
     names = data.label_space.names
     y_true = multi_hot([r.labels for r in data.test], names)
     test_texts = [r.text for r in data.test]
-    plan = [(lr, src, n, seed) for lr in cfg.learners for src in cfg.sources
-            if lr.sources is None or src.name in lr.sources
-            for n in (lr.sizes or cfg.sizes) for seed in (lr.seeds or cfg.seeds)]
-    skipped: list[str] = []
-    with timer.stage("train and score the curve points"), make_progress() as bar:
-        t = bar.add_task("curve points", total=len(plan), info="")
-        for spec, source, n, seed in plan:
-            path = _point_path(points_dir, spec.label, source.name, n, seed)
-            bar.update(t, info=f"{spec.label} / {source.name} / n={n} / seed {seed}")
-            if not path.exists() and report_only:
-                skipped.append(f"{spec.label} / {source.name} / n={n} / seed {seed}: not run (report only)")
-            elif not path.exists():
-                train = training_set(source, data.pools, n, seed)
-                if train is None:
-                    skipped.append(f"{spec.label} / {source.name} / n={n}: the pool is smaller")
-                    bar.advance(t)
-                    continue
-                learner = Learner(spec, data.label_space, data.llm_task, cfg.eval.batch_size)
-                start = time.perf_counter()
-                pred, _ = learner.fit_predict(train, test_texts, path.with_suffix(""), seed)
-                seconds = time.perf_counter() - start
-                write_json(path, {"learner": spec.label, "source": source.name, "n": n, "seed": seed,
-                                  "train_records": len(train), "seconds": round(seconds, 2),
-                                  "test_ids": [r.id for r in data.test],
-                                  "predicted": [_indices(row) for row in pred]})
-                log.info("point %s / %s / n=%d / seed %d: %.1f s", spec.label, source.name, n, seed, seconds)
-            bar.advance(t)
+    test_ids = [r.id for r in data.test]
+
+    def score(spec, train, workdir: Path, seed: int) -> dict:
+        learner = Learner(spec, data.label_space, data.llm_task, cfg.eval.batch_size)
+        pred, _ = learner.fit_predict(train, test_texts, workdir, seed)
+        return {"test_ids": test_ids, "predicted": [_indices(row) for row in pred]}
+
+    with timer.stage("train and score the curve points"):
+        skipped = run_points(curve_plan(cfg, cfg.sources), points_dir, data.pools, score, report_only)
 
     with timer.stage("aggregate"):
         curves = aggregate(cfg, points_dir, y_true, names)

@@ -30,7 +30,6 @@ import json
 import math
 import random
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -42,7 +41,7 @@ from ..evaluate.bootstrap import percentile_interval, resample_indices
 from ..evaluate.curve import equivalent_n
 from ..io import write_json
 from ..patients import Case
-from ..progress import StageTimer, console, log, make_progress
+from ..progress import StageTimer, console, log
 from ..records import Record
 from ..splits import hash_bucket
 from .common import claim_run_dir, hardware
@@ -308,7 +307,7 @@ def system_label(spec, system: str, k: int) -> str:
 
 def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -> dict:
     from ..provenance import write_provenance
-    from .curve import _learner_model, _point_path, training_set
+    from .curve import _learner_model, curve_plan, run_points
 
     claim_run_dir(out, cfg)
     timer = StageTimer()
@@ -316,11 +315,6 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
     d = prepare(cfg, data_dir, timer)
     test_ids = [c.id for c in d.test]
     k = cfg.rare_ddx.rerank.top_k
-    # the plain sources' points first, then the base model at N = 0, then the mixes (the most costly)
-    plan = [(lr, src, n, seed) for lr in cfg.learners for src in sorted(cfg.sources, key=lambda s: s.base is not None)
-            if lr.sources is None or src.name in lr.sources
-            for n in (lr.sizes or cfg.sizes) for seed in (lr.seeds or cfg.seeds)]
-    skipped: list[str] = []
     zero_shot = None
     zs_path = data_dir / "zero_shot.json"
 
@@ -342,34 +336,21 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
                           f"(weight {res['weight']})")
             return res
 
-    with timer.stage("train and score the curve points"), make_progress() as bar:
-        t = bar.add_task("curve points", total=len(plan), info="")
-        for spec, source, n, seed in plan:
-            if cfg.rare_ddx.zero_shot and zero_shot is None and source.base is not None:
-                zero_shot = run_zero_shot()
-            path = _point_path(points_dir, spec.label, source.name, n, seed)
-            bar.update(t, info=f"{spec.label} / {source.name} / n={n} / seed {seed}")
-            if not path.exists() and report_only:
-                skipped.append(f"{spec.label} / {source.name} / n={n} / seed {seed}: not run (report only)")
-            elif not path.exists():
-                train = training_set(source, d.pools, n, seed)
-                if train is None:
-                    skipped.append(f"{spec.label} / {source.name} / n={n}: the pool is smaller")
-                    bar.advance(t)
-                    continue
-                start = time.perf_counter()
-                res = fit_and_rank(spec, train, d, path.with_suffix(""), seed, cfg.rare_ddx.rerank.weights)
-                seconds = time.perf_counter() - start
-                write_json(path, {"learner": spec.label, "source": source.name, "n": n, "seed": seed,
-                                  "train_records": len(train), "train_ids": [r.id for r in train],
-                                  "seconds": round(seconds, 2), "test_ids": test_ids, **res})
-                log.info("point %s / %s / n=%d / seed %d: %.1f s", spec.label, source.name, n, seed, seconds)
-                console.print(f"point {spec.label} / {source.name} / n={n} / seed {seed}: {seconds:.0f} s, top-1 "
-                              f"alone {np.mean(np.array(_decode(res['ranks']['alone'])) == 1):.3f}, + ranker "
-                              f"{np.mean(np.array(_decode(res['ranks']['fused'])) == 1):.3f} (weight {res['weight']})")
-            bar.advance(t)
-    if cfg.rare_ddx.zero_shot and zero_shot is None:
-        zero_shot = run_zero_shot()
+    def score(spec, train, workdir: Path, seed: int) -> dict:
+        res = fit_and_rank(spec, train, d, workdir, seed, cfg.rare_ddx.rerank.weights)
+        console.print(f"point {spec.label} / n={len(train)} / seed {seed}: top-1 alone "
+                      f"{np.mean(np.array(_decode(res['ranks']['alone'])) == 1):.3f}, + ranker "
+                      f"{np.mean(np.array(_decode(res['ranks']['fused'])) == 1):.3f} (weight {res['weight']})")
+        return {"test_ids": test_ids, **res}
+
+    # the plain sources' points first, then the base model at N = 0, then the mixes (the most costly)
+    plain = [s for s in cfg.sources if s.base is None]
+    mixes = [s for s in cfg.sources if s.base is not None]
+    with timer.stage("train and score the curve points"):
+        skipped = run_points(curve_plan(cfg, plain), points_dir, d.pools, score, report_only)
+        if cfg.rare_ddx.zero_shot:
+            zero_shot = run_zero_shot()
+        skipped += run_points(curve_plan(cfg, mixes), points_dir, d.pools, score, report_only)
 
     with timer.stage("aggregate"):
         curves, weights = aggregate(cfg, points_dir, test_ids)
