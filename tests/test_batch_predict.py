@@ -3,6 +3,7 @@ validated before any model work; resumable from OUTPUT.partial; long reports cut
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -12,6 +13,7 @@ import synthdx.infer.batch as batch_mod
 from synthdx.errors import DataError, SynthdxError
 from synthdx.infer.batch import predict_file
 from synthdx.infer.predict import predict_label_sets
+from synthdx.models.inference import prepare_for_inference
 from synthdx.models.loading import pick_dtype
 from synthdx.tasks.multilabel import get_task
 
@@ -63,8 +65,9 @@ def test_one_valid_row_per_input_row(tmp_path, reports, tiny_model_dir, tiny_mod
     # the same as predicting in memory, at the compute dtype predict_file picks for this machine
     # (bf16 autocast on a CPU with native bf16, fp32 elsewhere)
     dtype = pick_dtype("cpu")
-    direct = predict_label_sets(tiny_model, tokenizer, task, [t for _, t in REPORTS],
-                                autocast_dtype=None if dtype == torch.float32 else dtype)
+    model = copy.deepcopy(tiny_model)
+    direct = predict_label_sets(model, tokenizer, task, [t for _, t in REPORTS],
+                                autocast_dtype=prepare_for_inference(model, dtype))
     for r, p in zip(rows, direct):
         assert r["labels"] == p.labels
         # bf16 keeps ~3 significant digits: batches of other sizes round differently

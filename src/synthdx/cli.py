@@ -324,6 +324,7 @@ def bench_predict(out: Path = typer.Option(..., "--out", "-o", help="Result JSON
                   rare_records: int = typer.Option(8, min=2, help="Rare-disease cases (both paths score the same ones)."),
                   batch_size: int = typer.Option(16, min=1, help="Our path's batch size."),
                   rounds: int = typer.Option(1, min=1, help="Groups the records are split into; the paths alternate by group (each group is sorted and batched on its own)."),
+                  precision: str = typer.Option("auto", help="Our path's precision: auto (bf16 autocast where the CPU runs bf16 natively), fp32, bf16. The plain path is fp32."),
                   verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Prediction records/s: synthdx's batched path vs `model.generate` one record at a time
     (radiology) and one full forward pass per candidate (rare-ddx), on the same records, in one
@@ -334,7 +335,8 @@ def bench_predict(out: Path = typer.Option(..., "--out", "-o", help="Result JSON
 
     try:
         run_predict_bench(out, model=model, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
-                          records=records, rare_records=rare_records, batch_size=batch_size, rounds=rounds)
+                          records=records, rare_records=rare_records, batch_size=batch_size, rounds=rounds,
+                          precision=precision)
     except (SynthdxError, ValueError) as e:
         _fail(e)
 

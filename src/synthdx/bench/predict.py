@@ -35,6 +35,12 @@ Rare-disease differential diagnosis
   Cases: a seeded sample of dev phenopackets (`../shared/data/phenopacket-store/
   phenopacket-store.dev.zip`) when present, else synthetic patients (`synth.HPOPatientGenerator`).
 
+Precision: the plain path runs in fp32 (transformers' default on a CPU). Ours runs under bf16
+autocast where the CPU runs bf16 natively (AMX or AVX512-BF16; `--precision auto`, as `synthdx
+predict` and the experiments do), else in fp32; `--precision fp32` benchmarks ours in fp32 too. In
+bf16 a near-tie between two labels or two candidate names can go the other way, so agreement with
+the fp32 plain path may fall below 100% for reasons that have nothing to do with the fast path.
+
 Timing: both paths are warmed up on two records first (not timed). The records are split into
 `rounds` groups and the paths alternate group by group (ours first in even rounds, plain first in
 odd), so a change in machine load during the run falls on both. Wall time gives records/s and
@@ -140,18 +146,24 @@ def _plain_generate(lm, tok, task, texts: Sequence[str], budgets: Sequence[int])
     return out
 
 
-def bench_radiology(lm, tok, task, texts: Sequence[str], trained: bool, batch_size: int, rounds: int) -> dict:
+def bench_radiology(lm, tok, task, texts: Sequence[str], trained: bool, batch_size: int, rounds: int,
+                    ours_lm=None, autocast_dtype: torch.dtype | None = None) -> dict:
+    """`lm` runs the plain path; `ours_lm` (default `lm`) ours, under `autocast_dtype`."""
+    from functools import partial
+
     from ..infer.predict import predict_label_sets
+
+    predict_label_sets = partial(predict_label_sets, ours_lm or lm, autocast_dtype=autocast_dtype)
 
     def budgets(preds: Sequence) -> list[int]:
         # a base model: the length of our answer (labels, separators, end); a trained one stops itself
         return [TRAINED_MAX_NEW_TOKENS if trained else len(task.answer_ids(tok, p.labels)) for p in preds]
 
     # warm-up (not timed): both paths on two records
-    warm = predict_label_sets(lm, tok, task, texts[:2], batch_size=batch_size)
+    warm = predict_label_sets(tok, task, texts[:2], batch_size=batch_size)
     _plain_generate(lm, tok, task, texts[:2], budgets(warm))
     # the plain path's budgets need our answers when it runs first in a round: computed here, untimed
-    budget = budgets(predict_label_sets(lm, tok, task, texts, batch_size=batch_size)) if not trained \
+    budget = budgets(predict_label_sets(tok, task, texts, batch_size=batch_size)) if not trained \
         else budgets(texts)
 
     stats: dict = {}
@@ -159,7 +171,7 @@ def bench_radiology(lm, tok, task, texts: Sequence[str], trained: bool, batch_si
 
     def ours(s: slice):
         calls[0] += 1
-        return predict_label_sets(lm, tok, task, texts[s], batch_size=batch_size, stats=stats)
+        return predict_label_sets(tok, task, texts[s], batch_size=batch_size, stats=stats)
 
     def plain(s: slice):
         return _plain_generate(lm, tok, task, texts[s], budget[s])
@@ -230,9 +242,15 @@ def _plain_scores(lm, tok, task, texts: Sequence[str], candidates: Sequence[Sequ
     return out
 
 
-def bench_rare_ddx(lm, tok, cases: Sequence, knowledge, top_k: int, rounds: int) -> dict:
+def bench_rare_ddx(lm, tok, cases: Sequence, knowledge, top_k: int, rounds: int,
+                   ours_lm=None, autocast_dtype: torch.dtype | None = None) -> dict:
+    """`lm` runs the plain path; `ours_lm` (default `lm`) ours, under `autocast_dtype`."""
+    from functools import partial
+
     from ..baselines.phenotype_ranker import PhenotypeRanker
     from ..infer.rerank import score_names
+
+    score_names = partial(score_names, ours_lm or lm, autocast_dtype=autocast_dtype)
     from ..tasks.rare_ddx import rare_ddx_task
     from ..tasks.rare_ddx_render import render_summary
 
@@ -240,11 +258,11 @@ def bench_rare_ddx(lm, tok, cases: Sequence, knowledge, top_k: int, rounds: int)
     ranker = PhenotypeRanker(knowledge, candidate_ids=list(task.names)).fit()
     texts = [render_summary(c.patient, knowledge, seed=0) for c in cases]
     cands = [[d for d, _, _ in ranker.rank(c.patient, top_k)] for c in cases]
-    score_names(lm, tok, task, texts[:2], cands[:2])  # warm-up
+    score_names(tok, task, texts[:2], cands[:2])  # warm-up
     _plain_scores(lm, tok, task, texts[:1], cands[:1])
 
     acc = _alternate(len(cases), rounds,
-                     lambda s: score_names(lm, tok, task, texts[s], cands[s])[0],
+                     lambda s: score_names(tok, task, texts[s], cands[s])[0],
                      lambda s: _plain_scores(lm, tok, task, texts[s], cands[s]))
     res = _figures(len(cases), acc)
     ours_out, plain_out = acc["ours"][2], acc["plain"][2]
@@ -261,37 +279,49 @@ def bench_rare_ddx(lm, tok, cases: Sequence, knowledge, top_k: int, rounds: int)
 
 def run_predict_bench(out: str | Path, model: str = "smollm2-135m", tasks: Sequence[str] = TASKS,
                       records: int = 48, rare_records: int = 8, batch_size: int = 16, rounds: int = 1,
-                      top_k: int = 10, seed: int = 0) -> dict:
+                      top_k: int = 10, seed: int = 0, precision: str = "auto") -> dict:
     """Benchmark prediction on `tasks` (radiology, rare-ddx) and write the JSON to `out`; returns it.
-    `records` radiology reports and `rare_records` rare-disease cases go through both paths."""
-    from ..models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+    `records` radiology reports and `rare_records` rare-disease cases go through both paths.
+    `precision` is our path's (auto: bf16 autocast where the CPU runs it natively); plain is fp32."""
+    from ..models.inference import prepare_for_inference
+    from ..models.loading import load_causal_lm, load_tokenizer, pick_dtype, resolve_model_path
     from ..tasks.multilabel import radiology_task
     from ..train.sft import TASK_FILE
 
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise SynthdxError(f"unknown task(s) {unknown or tasks}; known: {', '.join(TASKS)}")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise SynthdxError(f"unknown precision {precision!r}; known: auto, fp32, bf16")
     if records < 2 or rare_records < 2:
         raise SynthdxError("records and rare_records must be at least 2")
     path = resolve_model_path(model)
     spec_file = Path(path) / TASK_FILE
     spec = json.loads(spec_file.read_text()) if spec_file.exists() else {}
     tok = load_tokenizer(path)
-    lm = load_causal_lm(path)  # fp32 on the CPU, both paths
+    lm = load_causal_lm(path)  # fp32 on the CPU: the plain path's model
     lm.eval()
+    dtype = pick_dtype("cpu", precision)
+    ours_lm = lm
+    if dtype != torch.float32:  # ours: a copy set up as `synthdx predict` sets it up
+        import copy
+
+        ours_lm = copy.deepcopy(lm)
+    ours_autocast = prepare_for_inference(ours_lm, dtype)
+    dtype_name = str(dtype).removeprefix("torch.")
     info = machine()
     result: dict = {"benchmark": "predict", "model": model, "model_path": str(path),
                     "model_trained_for": spec.get("task"), "machine": info,
                     "settings": {"records": records, "rare_records": rare_records, "batch_size": batch_size,
-                                 "rounds": rounds, "top_k": top_k, "seed": seed, "dtype": "float32",
-                                 "device": "cpu"},
+                                 "rounds": rounds, "top_k": top_k, "seed": seed, "precision": precision,
+                                 "plain_dtype": "float32", "ours_dtype": dtype_name, "device": "cpu"},
                     "tasks": {}}
     rows = []
     if "radiology" in tasks:
         texts, source = _radiology_texts(records, seed)
         console.print(f"radiology: {len(texts)} records from {source}")
         trained = spec.get("task") == "radiology"
-        r = bench_radiology(lm, tok, radiology_task(), texts, trained, batch_size, rounds)
+        r = bench_radiology(lm, tok, radiology_task(), texts, trained, batch_size, rounds, ours_lm, ours_autocast)
         r["data"] = source
         result["tasks"]["radiology"] = r
         rows.append(["radiology", r["records"], f"{r['plain']['records_per_s']:.3f}",
@@ -303,7 +333,7 @@ def run_predict_bench(out: str | Path, model: str = "smollm2-135m", tasks: Seque
         knowledge = load_hpo()
         cases, source = _rare_cases(rare_records, seed, knowledge)
         console.print(f"rare-ddx: {len(cases)} cases from {source}")
-        r = bench_rare_ddx(lm, tok, cases, knowledge, top_k, rounds)
+        r = bench_rare_ddx(lm, tok, cases, knowledge, top_k, rounds, ours_lm, ours_autocast)
         r["data"] = source
         result["tasks"]["rare-ddx"] = r
         rows.append(["rare-ddx (top 10 names)", r["records"], f"{r['plain']['records_per_s']:.3f}",
@@ -313,7 +343,8 @@ def run_predict_bench(out: str | Path, model: str = "smollm2-135m", tasks: Seque
     result["speedup"] = result["tasks"][first]["speedup"]
     result["speedup_task"] = first
     columns = ["task", "records", "plain rec/s", "ours rec/s", "speedup", "speedup (CPU time)", "same answer"]
-    note = f"{model} fp32 on {describe(info)}; plain = transformers one record at a time (see bench/predict.py)"
+    note = (f"{model} on {describe(info)}; plain = transformers one record at a time in fp32, "
+            f"ours in {dtype_name}{' (autocast)' if ours_autocast else ''} (see bench/predict.py)")
     print_table("Prediction: synthdx vs the plain path, same records, one run", columns, rows, note)
     result["table_markdown"] = markdown_table(columns, rows)
     console.print(result["table_markdown"], markup=False, soft_wrap=True)

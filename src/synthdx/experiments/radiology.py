@@ -35,13 +35,13 @@ def run_llm_predictions(model_path: str, task, texts: list[str], batch_size: int
                         free_sample: int = 0) -> tuple[list, dict]:
     """Constrained predictions for all texts, plus free-generation parsing on the first `free_sample`."""
     from ..infer.predict import generate_free, predict_label_sets
+    from ..models.inference import prepare_for_inference
     from ..models.loading import default_device, load_causal_lm, load_tokenizer, pick_dtype
 
     device = default_device()
-    dtype = pick_dtype(device)
     tok = load_tokenizer(model_path)
     model = load_causal_lm(model_path, dtype=torch.float32, device=device)
-    autocast = dtype if dtype != torch.float32 else None
+    autocast = prepare_for_inference(model, pick_dtype(device))
     with make_progress() as bar:
         t = bar.add_task(desc, total=len(texts), info="")
         preds = predict_label_sets(model, tok, task, texts, batch_size=batch_size, autocast_dtype=autocast,

@@ -96,17 +96,21 @@ def _model_scores(model_path: str, task, texts: list[str], cand_lists: list[list
     """{disease id: model log-probability} per text, cached in `cache` (JSON by id) so a resumed
     run does not score again."""
     from ..infer.rerank import score_names
-    from ..models.loading import default_device, load_causal_lm, load_tokenizer
+    from ..models.inference import prepare_for_inference
+    from ..models.loading import default_device, load_causal_lm, load_tokenizer, pick_dtype
 
     if cache.exists():
         stored = json.loads(cache.read_text())
         if all(i in stored and set(c) <= set(stored[i]) for i, c in zip(ids, cand_lists)):
             return [stored[i] for i in ids]
     tok = load_tokenizer(model_path)
-    model = load_causal_lm(model_path, device=default_device())
+    device = default_device()
+    model = load_causal_lm(model_path, device=device)
+    autocast = prepare_for_inference(model, pick_dtype(device))  # bf16 where the hardware runs it natively
     with make_progress() as bar:
         t = bar.add_task(desc, total=len(texts), info="")
-        scores, truncated = score_names(model, tok, task, texts, cand_lists, progress=lambda n: bar.advance(t, n))
+        scores, truncated = score_names(model, tok, task, texts, cand_lists, autocast_dtype=autocast,
+                                        progress=lambda n: bar.advance(t, n))
     if any(truncated):
         _say(f"{desc}: {sum(truncated)} of {len(texts)} summaries were longer than {task.max_text_tokens} "
              "tokens and were cut")

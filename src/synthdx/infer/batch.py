@@ -20,8 +20,6 @@ import os
 import re
 from pathlib import Path
 
-import torch
-
 from .. import distributed
 from ..datasets import ColumnMap, load_records
 from ..errors import SynthdxError
@@ -144,6 +142,7 @@ def _share_progress(what: str, total: int, done: int, mine: int):
 
 def predict_file(model: str, input_path: Path, output: Path, task: str | None = None, batch_size: int = 32,
                  id_column: str = "id", text_column: str = "text") -> int:
+    from ..models.inference import prepare_for_inference
     from ..models.loading import default_device, load_causal_lm, load_tokenizer, pick_dtype, resolve_model_path
 
     records = load_records(input_path, columns=ColumnMap(id=id_column, text=text_column, labels=None))
@@ -159,9 +158,9 @@ def predict_file(model: str, input_path: Path, output: Path, task: str | None = 
 
     distributed.init()  # under torchrun: join the group; each rank's GPU is cuda:LOCAL_RANK
     device = default_device()
-    dtype = pick_dtype(device)
     tok = load_tokenizer(model_path)
     lm = load_causal_lm(model_path, device=device)
+    autocast_dtype = prepare_for_inference(lm, pick_dtype(device))
     sink = _open_output(output)  # opened once the model loads: a failed load leaves no file
     todo = [r for r in records if r.id not in sink.done]
     chunk = batch_size * 4  # sorted by length within a chunk, written when the chunk is done
@@ -170,7 +169,7 @@ def predict_file(model: str, input_path: Path, output: Path, task: str | None = 
         for c in range(0, len(mine), chunk):
             part = mine[c:c + chunk]
             preds = predict_label_sets(lm, tok, spec, [r.text for r in part], batch_size=batch_size,
-                                       autocast_dtype=dtype if dtype != torch.float32 else None)
+                                       autocast_dtype=autocast_dtype)
             rows = [{"id": r.id, "labels": p.labels, "scores": p.scores, **({"truncated": True} if p.truncated else {})}
                     for r, p in zip(part, preds)]
             sink.write(rows)
@@ -229,7 +228,8 @@ def rank_file(model: str, input_path: Path, output: Path, top_k: int | None = No
 
     from ..baselines.phenotype_ranker import PhenotypeRanker
     from ..knowledge.hpo import load_hpo
-    from ..models.loading import default_device, load_causal_lm, load_tokenizer, resolve_model_path
+    from ..models.inference import prepare_for_inference
+    from ..models.loading import default_device, load_causal_lm, load_tokenizer, pick_dtype, resolve_model_path
     from ..tasks.rare_ddx import rare_ddx_task
     from ..tasks.rare_ddx_render import render_summary
     from .rerank import fuse, ranking_entries, score_names
@@ -255,7 +255,9 @@ def rank_file(model: str, input_path: Path, output: Path, top_k: int | None = No
 
     distributed.init()
     tok = load_tokenizer(model_path)
-    lm = load_causal_lm(model_path, device=default_device())
+    device = default_device()
+    lm = load_causal_lm(model_path, device=device)
+    autocast_dtype = prepare_for_inference(lm, pick_dtype(device))
     sink = _open_output(output)
     todo = [c for c in cases if c.id not in sink.done]
     mine = distributed.shard(todo, block=chunk)  # whole chunks, as in one process
@@ -264,7 +266,8 @@ def rank_file(model: str, input_path: Path, output: Path, top_k: int | None = No
             part = mine[c0:c0 + chunk]
             tops = [ranker.rank(c.patient, k) for c in part]
             texts = [render_summary(c.patient, knowledge, seed=0) for c in part]
-            scores, truncated = score_names(lm, tok, task, texts, [[d for d, _, _ in top] for top in tops])
+            scores, truncated = score_names(lm, tok, task, texts, [[d for d, _, _ in top] for top in tops],
+                                            autocast_dtype=autocast_dtype)
             rows = []
             for case, top, ms, cut in zip(part, tops, scores, truncated):
                 fused = fuse(np.array([s for _, _, s in top]), ms, w)

@@ -14,6 +14,7 @@ labels the greedy path chose are the predicted labels.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -144,6 +145,44 @@ class _GrammarLogits:
         return out.past_key_values, full
 
 
+def autocast(model, dtype: torch.dtype | None):
+    """`torch.autocast` to `dtype` on the model's device; off for None or fp32."""
+    device = next(model.parameters()).device.type
+    if dtype is None or dtype == torch.float32:
+        return torch.autocast(device, enabled=False)
+    return torch.autocast(device, dtype=dtype)
+
+
+@functools.cache
+def _bf16_layer():
+    from transformers.cache_utils import DynamicLayer
+
+    class Bf16Layer(DynamicLayer):
+        """A cache layer that stores keys and values in bf16."""
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            return super().update(key_states.to(torch.bfloat16), value_states.to(torch.bfloat16), *args, **kwargs)
+
+    return Bf16Layer
+
+
+def kv_cache(data: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
+    """A key/value cache (`transformers.DynamicCache`), filled with `data` (per layer (keys,
+    values)) if given. Under bf16 autocast its layers keep keys and values in bf16: attention casts
+    them to bf16 on every pass anyway (same values), so storing them cast saves re-casting the whole
+    cache each pass and halves what each pass copies."""
+    from transformers import DynamicCache
+
+    device = data[0][0].device.type if data else "cuda" if torch.cuda.is_available() else "cpu"
+    if not (torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16):
+        return DynamicCache(ddp_cache_data=data)
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = _bf16_layer()
+    for i, (k, v) in enumerate(data or ()):
+        cache.update(k, v, i)
+    return cache
+
+
 def common_prefix_length(prompts: list[list[int]]) -> int:
     """Tokens every prompt starts with, leaving each prompt at least one token of its own."""
     if not prompts:
@@ -163,7 +202,11 @@ def encode_prefix(model, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Te
     if not prefix:
         return []
     device = next(model.parameters()).device
-    out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
+    ids = torch.tensor([prefix], device=device)
+    if model.base_model is not model:  # the decoder alone: no logits are needed
+        out = model.base_model(input_ids=ids, past_key_values=kv_cache(), use_cache=True)
+    else:
+        out = model(input_ids=ids, past_key_values=kv_cache(), use_cache=True, logits_to_keep=1)
     return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
 
@@ -184,10 +227,9 @@ def decode_label_sets(model, tokenizer, task: MultiLabelTask, prompts: list[list
     the grammar forces (the rest of an item once its first token is chosen, the end after the last
     label) are appended without asking the model and fed together with the chosen token in the next
     pass, right-aligned with masked padding before them, so each row's next-token logits are at the
-    last position. A row that chose the end token is finished and is not fed again. `max_steps`
+    last position. A row that chose the end token is finished: it leaves the batch (its cache rows
+    are dropped), so later passes do not compute it. `max_steps`
     counts answer tokens, as before. `stats`, if given, gets "passes" and "tokens" added."""
-    from transformers import DynamicCache
-
     grammar = LabelSetGrammar(task, tokenizer)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else grammar.end
@@ -205,41 +247,46 @@ def decode_label_sets(model, tokenizer, task: MultiLabelTask, prompts: list[list
         mask[r, n_prefix + width - len(p):] = 1
     pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, n_prefix:]
     ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
-    cache = None
-    if n_prefix:
-        cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1).contiguous(),
-                                              v.expand(rows, -1, -1, -1).contiguous()) for k, v in prefix_kv])
+    cache = kv_cache([(k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous())
+                      for k, v in prefix_kv] if n_prefix else None)
     next_logits = _GrammarLogits(model, grammar)
     cache, logits = next_logits(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache)
     passes = 1
     states = [_RowState() for _ in prompts]
     next_pos = [int(x) for x in (pos[:, -1] + 1).tolist()]
     written = [0] * rows  # answer tokens per row
+    active = list(range(rows))  # the rows still decoding, in the order of the cache's batch
     while True:
         feeds: list[list[int]] = []
-        for r, st in enumerate(states):
-            feed: list[int] = []
+        for j, r in enumerate(active):
+            st, feed = states[r], []
             if not st.done and written[r] < max_steps:
-                feed.append(grammar.step(st, logits[r]))
+                feed.append(grammar.step(st, logits[j]))
                 written[r] += 1
                 while written[r] < max_steps and grammar.forced(st) is not None:
                     feed.append(grammar.step(st, None))
                     written[r] += 1
             # a finished row's last token (the end) is never fed: nothing is read after it
             feeds.append([] if st.done or written[r] >= max_steps else feed)
-        if not any(feeds):
+        keep = [j for j, f in enumerate(feeds) if f]
+        if not keep:
             break
+        if len(keep) < len(active):  # finished rows leave the batch: later passes skip them
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            mask = mask.index_select(0, index)
+            active = [active[j] for j in keep]
+            feeds = [feeds[j] for j in keep]
         w = max(len(f) for f in feeds)
-        step_ids = torch.full((rows, w), pad, dtype=torch.long)
-        step_mask = torch.zeros((rows, w), dtype=torch.long)
-        step_pos = torch.zeros((rows, w), dtype=torch.long)
-        for r, f in enumerate(feeds):
+        step_ids = torch.full((len(active), w), pad, dtype=torch.long)
+        step_mask = torch.zeros((len(active), w), dtype=torch.long)
+        step_pos = torch.zeros((len(active), w), dtype=torch.long)
+        for j, (r, f) in enumerate(zip(active, feeds)):
             k = len(f)
-            if k:
-                step_ids[r, w - k:] = torch.tensor(f)
-                step_mask[r, w - k:] = 1
-                step_pos[r, w - k:] = torch.arange(next_pos[r], next_pos[r] + k)
-                next_pos[r] += k
+            step_ids[j, w - k:] = torch.tensor(f)
+            step_mask[j, w - k:] = 1
+            step_pos[j, w - k:] = torch.arange(next_pos[r], next_pos[r] + k)
+            next_pos[r] += k
         mask = torch.cat([mask, step_mask.to(device)], dim=1)
         cache, logits = next_logits(input_ids=step_ids.to(device), attention_mask=mask,
                                     position_ids=step_pos.to(device), past_key_values=cache)

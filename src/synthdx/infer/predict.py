@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..tasks.multilabel import MultiLabelTask
-from .constrained import common_prefix_length, decode_label_sets, encode_prefix
+from .constrained import autocast, common_prefix_length, decode_label_sets, encode_prefix
 
 
 @dataclass
@@ -58,13 +58,6 @@ def _padding_aware_batches(lengths: Sequence[int], batch_size: int) -> list[list
     return out[::-1]
 
 
-def _autocast(model, dtype: torch.dtype | None):
-    device = next(model.parameters()).device.type
-    if dtype is None or dtype == torch.float32:
-        return torch.autocast(device, enabled=False)
-    return torch.autocast(device, dtype=dtype)
-
-
 def predict_label_sets(model, tokenizer, task: MultiLabelTask, texts: Sequence[str], batch_size: int = 16,
                        autocast_dtype: torch.dtype | None = None,
                        progress: Callable[[int], None] | None = None,
@@ -80,10 +73,10 @@ def predict_label_sets(model, tokenizer, task: MultiLabelTask, texts: Sequence[s
     results: list[Prediction | None] = [None] * len(texts)
     names = task.label_space.names
     prefix = list(prompts[0][:common_prefix_length(list(prompts))]) if share_prefix and prompts else []
-    with _autocast(model, autocast_dtype):
+    with autocast(model, autocast_dtype):
         prefix_kv = encode_prefix(model, prefix)
     for batch in _padding_aware_batches([len(p) - len(prefix) for p in prompts], batch_size):
-        with _autocast(model, autocast_dtype):
+        with autocast(model, autocast_dtype):
             decoded = decode_label_sets(model, tokenizer, task, [prompts[i] for i in batch],
                                         prefix=prefix, prefix_kv=prefix_kv, stats=stats)
         if stats is not None:
@@ -120,7 +113,7 @@ def generate_free(model, tokenizer, task: MultiLabelTask, texts: Sequence[str], 
         for r, i in enumerate(batch):
             ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
             mask[r, width - len(prompts[i]):] = 1
-        with _autocast(model, autocast_dtype):
+        with autocast(model, autocast_dtype):
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                  max_new_tokens=max_new_tokens, eos_token_id=end, pad_token_id=pad)
         for r, i in enumerate(batch):

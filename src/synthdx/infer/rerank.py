@@ -21,18 +21,16 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .constrained import common_prefix_length, encode_prefix
+from .constrained import autocast, common_prefix_length, encode_prefix, kv_cache
 
 __all__ = ["fuse", "ranking_entries", "score_names"]
 
 
 @torch.no_grad()
 def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list[list[int]]) -> np.ndarray:
-    from transformers import DynamicCache
-
     device = next(model.parameters()).device
     rest = prompt[n_prefix:]
-    cache = DynamicCache(ddp_cache_data=prefix_kv) if n_prefix else None
+    cache = kv_cache(prefix_kv if n_prefix else None)
     out = model(input_ids=torch.tensor([rest], device=device), past_key_values=cache, use_cache=True,
                 position_ids=torch.arange(n_prefix, len(prompt), device=device).unsqueeze(0), logits_to_keep=1)
     first = torch.log_softmax(out.logits[0, -1].float(), -1)
@@ -64,10 +62,12 @@ def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list
 
 @torch.no_grad()
 def score_names(model, tokenizer, task, texts: Sequence[str], candidates: Sequence[Sequence[str]],
-                progress: Callable[[int], None] | None = None, share_prefix: bool = True
-                ) -> tuple[list[np.ndarray], list[bool]]:
+                progress: Callable[[int], None] | None = None, share_prefix: bool = True,
+                autocast_dtype: torch.dtype | None = None) -> tuple[list[np.ndarray], list[bool]]:
     """For each text, the model's log-probability of each of its candidates' names (in the order
-    given), and whether the text was cut to fit `task.max_text_tokens`."""
+    given), and whether the text was cut to fit `task.max_text_tokens`. `autocast_dtype`
+    (e.g. bf16 where the hardware runs it natively) runs the passes under autocast; the
+    log-softmax is taken in fp32 either way."""
     if len(texts) != len(candidates):
         raise ValueError("one candidate list per text")
     model.eval()
@@ -77,11 +77,13 @@ def score_names(model, tokenizer, task, texts: Sequence[str], candidates: Sequen
         prompts.append(p)
         truncated.append(cut)
     prefix = prompts[0][:common_prefix_length(prompts)] if share_prefix and prompts else []
-    prefix_kv = encode_prefix(model, prefix)
+    with autocast(model, autocast_dtype):
+        prefix_kv = encode_prefix(model, prefix)
     out = []
     for prompt, cands in zip(prompts, candidates):
         answers = [task.answer_ids(tokenizer, c) for c in cands]
-        out.append(_score_one(model, prompt, len(prefix), prefix_kv, answers) if answers else np.zeros(0))
+        with autocast(model, autocast_dtype):
+            out.append(_score_one(model, prompt, len(prefix), prefix_kv, answers) if answers else np.zeros(0))
         if progress:
             progress(1)
     return out, truncated
