@@ -237,3 +237,33 @@ def test_resume_gives_the_same_model(tmp_path, tiny_model_dir, method):
     # and training did move the weights (the comparison is not between two copies of the base)
     base = _weights(tiny_model_dir)
     assert any(not torch.equal(base[k], a[k]) for k in a)
+
+
+def test_bf16_lora_run_keeps_the_base_weights_in_fp32(tmp_path, tiny_model_dir):
+    """Under bf16 the frozen base weights are stored in bf16 while training (autocast would cast them
+    on every pass anyway); the saved model merges into the fp32 originals: layers LoRA did not adapt
+    come out bit for bit as they went in."""
+    cfg = _cfg(tiny_model_dir, precision="bf16", lora_targets=["q_proj", "v_proj"])
+    train(_records(), get_task("radiology"), tmp_path, cfg, device="cpu")
+    base, trained = _weights(tiny_model_dir), _weights(tmp_path / "model")
+    assert all(t.dtype == torch.float32 for t in trained.values())
+    for k in base:
+        if "q_proj" in k or "v_proj" in k:
+            continue
+        assert torch.equal(base[k], trained[k]), k
+    assert any(not torch.equal(base[k], trained[k]) for k in base if k.endswith("q_proj.weight"))
+
+
+def test_cast_frozen_linear_weights_round_trips(tiny_model_dir):
+    from synthdx.train.sft import build_model, cast_frozen_linear_weights, restore_weights
+
+    model = build_model(_cfg(tiny_model_dir), "cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    originals = cast_frozen_linear_weights(model, torch.bfloat16)
+    frozen_linear = [n for n, p in model.named_parameters() if "base_layer" in n and not p.requires_grad]
+    assert frozen_linear and all(dict(model.named_parameters())[n].dtype == torch.bfloat16 for n in frozen_linear)
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    restore_weights(originals)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert cast_frozen_linear_weights(model, torch.float32) == {}

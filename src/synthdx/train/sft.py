@@ -282,6 +282,37 @@ def _latest_checkpoint(ckpt_root: Path) -> Path | None:
     return found[0] if found else None
 
 
+def _fused_adamw(params) -> bool:
+    """torch's fused AdamW (one kernel over all tensors; ~5x faster than the default on a CPU for a
+    full fine-tune of the default model) where it runs: fp32 parameters on a CPU or a GPU."""
+    return bool(params) and all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
+
+
+def cast_frozen_linear_weights(model, dtype: torch.dtype) -> dict:
+    """Under bf16 autocast, store the frozen linear weights (a LoRA run's base model) in bf16 once:
+    autocast would cast them on every forward pass, to the same values, and they never change.
+    Returns {parameter: its fp32 data} for `restore_weights` (LoRA merges into the originals). A
+    head tied to the input embeddings is left alone (casting it would cast the embeddings)."""
+    if dtype == torch.float32:
+        return {}
+    embed = model.get_input_embeddings()
+    originals = {}
+    for module in model.modules():
+        if type(module) is not torch.nn.Linear:
+            continue
+        for p in (module.weight, module.bias):
+            if p is None or p.requires_grad or p.dtype != torch.float32 or (embed is not None and p is embed.weight):
+                continue
+            originals[p] = p.data
+            p.data = p.data.to(dtype)
+    return originals
+
+
+def restore_weights(originals: dict) -> None:
+    for p, data in originals.items():
+        p.data = data
+
+
 def build_model(cfg: TrainConfig, device: str):
     from ..models.loading import load_causal_lm
 
@@ -329,8 +360,10 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
     dtype = pick_dtype(device, cfg.precision)
 
     model = build_model(cfg, device)
+    frozen = cast_frozen_linear_weights(model, dtype)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  fused=_fused_adamw(params))
     ckpt_root = out_dir / "checkpoints"
     stats = {"losses": [], "step_tokens": [], "tokens": 0, "answer_tokens": 0, "seconds": 0.0}
     start = 0
@@ -410,6 +443,7 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
     stats.update(steps=total, examples=len(examples), dtype=str(dtype).replace("torch.", ""),
                  truncated=sum(e.truncated for e in examples), device=device,
                  tokens_per_second=round(stats["tokens"] / max(stats["seconds"], 1e-9), 1))
+    restore_weights(frozen)  # the fp32 originals: LoRA merges into them
     if ddp.main:
         save_model(model, tokenizer, task_spec, out_dir, cfg, stats)
         shutil.rmtree(ckpt_root, ignore_errors=True)
