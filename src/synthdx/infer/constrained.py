@@ -117,29 +117,43 @@ class LabelSetGrammar:
         return tok
 
 
+def plain_head(model) -> torch.nn.Linear | None:
+    """The output head when it is a plain linear map of the decoder's output (so logits can be
+    computed for chosen rows and positions only, and in fp32), else None (e.g. logit soft-capping)."""
+    head = model.get_output_embeddings()
+    plain = (isinstance(head, torch.nn.Linear) and model.base_model is not model
+             and not getattr(model.config, "final_logit_softcapping", None))
+    return head if plain else None
+
+
+def fp32_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits in fp32 whatever autocast is on: in bf16, logits around 20 round to steps of 0.125,
+    which moves scores and can flip near-ties; the head over a few rows or positions costs little."""
+    with torch.autocast(hidden.device.type, enabled=False):
+        return torch.nn.functional.linear(hidden.float(), weight.float(), None if bias is None else bias.float())
+
+
 class _GrammarLogits:
     """Next-token logits at the last position, computed only for the tokens the grammar can allow
-    (~40 of a 49k vocabulary) and returned in a full-vocabulary tensor (-inf elsewhere). The grammar
-    renormalises over allowed tokens, so the rest of the vocabulary never matters; skipping it removes
-    the LM head, a large share of each decoding step of a small model. Models whose head is not a
-    plain linear map of the decoder output (e.g. logit soft-capping) get the full head."""
+    (~40 of a 49k vocabulary), in fp32, and returned in a full-vocabulary tensor (-inf elsewhere).
+    The grammar renormalises over allowed tokens, so the rest of the vocabulary never matters;
+    skipping it removes the LM head, a large share of each decoding step of a small model. Models
+    whose head is not a plain linear map of the decoder output get the full head."""
 
     def __init__(self, model, grammar: LabelSetGrammar):
         self.model = model
         self.vocab = torch.tensor(grammar.vocabulary(), device=next(model.parameters()).device)
-        head = model.get_output_embeddings()
-        plain = (isinstance(head, torch.nn.Linear) and model.base_model is not model
-                 and not getattr(model.config, "final_logit_softcapping", None))
-        self.weight = head.weight[self.vocab] if plain else None
-        self.bias = head.bias[self.vocab] if plain and head.bias is not None else None
-        self.size = head.weight.shape[0]
+        head = plain_head(model)
+        self.weight = head.weight.detach()[self.vocab].float() if head is not None else None
+        self.bias = head.bias.detach()[self.vocab].float() if head is not None and head.bias is not None else None
+        self.size = model.get_output_embeddings().weight.shape[0]
 
     def __call__(self, **inputs) -> tuple[object, torch.Tensor]:
         if self.weight is None:
             out = self.model(**inputs, use_cache=True, logits_to_keep=1)
             return out.past_key_values, out.logits[:, -1, :].float().cpu()
         out = self.model.base_model(**inputs, use_cache=True)
-        sub = torch.nn.functional.linear(out.last_hidden_state[:, -1, :], self.weight, self.bias).float()
+        sub = fp32_logits(out.last_hidden_state[:, -1, :], self.weight, self.bias)
         full = torch.full((sub.shape[0], self.size), -math.inf)
         full[:, self.vocab.cpu()] = sub.cpu()
         return out.past_key_values, full

@@ -21,19 +21,29 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .constrained import autocast, common_prefix_length, encode_prefix, kv_cache
+from .constrained import autocast, common_prefix_length, encode_prefix, fp32_logits, kv_cache, plain_head
 
 __all__ = ["fuse", "ranking_entries", "score_names"]
 
 
 @torch.no_grad()
-def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list[list[int]]) -> np.ndarray:
+def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list[list[int]],
+               head: tuple[torch.Tensor, torch.Tensor | None] | None) -> np.ndarray:
     device = next(model.parameters()).device
+
+    def logits(last_only: bool, **inputs):  # (output, fp32 logits); `head`: the head's fp32 weights
+        if head is None:
+            out = model(**inputs, logits_to_keep=1 if last_only else 0)
+            return out, out.logits.float()
+        out = model.base_model(**inputs)
+        hidden = out.last_hidden_state
+        return out, fp32_logits(hidden[:, -1:] if last_only else hidden, *head)
+
     rest = prompt[n_prefix:]
-    cache = kv_cache(prefix_kv if n_prefix else None)
-    out = model(input_ids=torch.tensor([rest], device=device), past_key_values=cache, use_cache=True,
-                position_ids=torch.arange(n_prefix, len(prompt), device=device).unsqueeze(0), logits_to_keep=1)
-    first = torch.log_softmax(out.logits[0, -1].float(), -1)
+    out, first = logits(True, input_ids=torch.tensor([rest], device=device),
+                        past_key_values=kv_cache(prefix_kv if n_prefix else None), use_cache=True,
+                        position_ids=torch.arange(n_prefix, len(prompt), device=device).unsqueeze(0))
+    first = torch.log_softmax(first[0, -1], -1)
     scores = np.array([float(first[a[0]]) for a in answers])
     tails = [a[1:] for a in answers]
     if not any(tails):
@@ -52,9 +62,9 @@ def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list
     cache = out.past_key_values
     cache.batch_repeat_interleave(k)
     pos = torch.arange(len(prompt), len(prompt) + width).unsqueeze(0).expand(k, -1)
-    logits = model(input_ids=feed.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                   past_key_values=cache, use_cache=False).logits.float()
-    logp = torch.log_softmax(logits, -1).cpu()
+    _, tail_logits = logits(False, input_ids=feed.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                            past_key_values=cache, use_cache=False)
+    logp = torch.log_softmax(tail_logits, -1).cpu()
     keep = target >= 0
     gathered = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
     return scores + gathered.sum(-1).numpy()
@@ -79,11 +89,13 @@ def score_names(model, tokenizer, task, texts: Sequence[str], candidates: Sequen
     prefix = prompts[0][:common_prefix_length(prompts)] if share_prefix and prompts else []
     with autocast(model, autocast_dtype):
         prefix_kv = encode_prefix(model, prefix)
+    h = plain_head(model)  # computed in fp32, once per call: names' log-probabilities sum many tokens
+    head = (h.weight.detach().float(), None if h.bias is None else h.bias.detach().float()) if h is not None else None
     out = []
     for prompt, cands in zip(prompts, candidates):
         answers = [task.answer_ids(tokenizer, c) for c in cands]
         with autocast(model, autocast_dtype):
-            out.append(_score_one(model, prompt, len(prefix), prefix_kv, answers) if answers else np.zeros(0))
+            out.append(_score_one(model, prompt, len(prefix), prefix_kv, answers, head) if answers else np.zeros(0))
         if progress:
             progress(1)
     return out, truncated
