@@ -4,8 +4,9 @@ Autocast casts every linear layer's fp32 weights to bf16 on every forward pass. 
 decoding a few tokens per pass on a CPU, that cast, and the oneDNN kernels' re-packing of each
 weight into their blocked (AMX) layout on every call, cost more than the matmuls themselves. So
 for prediction we cast the weights once, and on a CPU with oneDNN we also pack them once
-(`PackedLinear`). The results are those of autocast: the same bf16 weights, fp32 accumulation, bf16
-outputs; embeddings and norms stay in fp32 as under autocast.
+(`PackedLinear`). The numerics are autocast's: the same bf16 weights, fp32 accumulation, bf16
+outputs, embeddings and norms in fp32; only the packed kernel's summation order differs, so scores
+can differ at bf16 rounding level (tests/test_inference_precision.py).
 """
 
 from __future__ import annotations
