@@ -72,11 +72,11 @@ def test_bf16_kv_cache_changes_nothing_but_storage(tiny_model, tokenizer, task):
     import synthdx.infer.constrained as constrained
 
     with autocast(tiny_model, torch.bfloat16):
-        assert kv_cache().layer_class_to_replicate.__name__ == "Bf16Layer"
-    assert kv_cache().layer_class_to_replicate.__name__ == "DynamicLayer"  # outside autocast: plain
+        assert kv_cache("cpu").layer_class_to_replicate.__name__ == "Bf16Layer"
+    assert kv_cache("cpu").layer_class_to_replicate.__name__ == "DynamicLayer"  # outside autocast: plain
     ours = predict_label_sets(tiny_model, tokenizer, task, TEXTS, batch_size=3, autocast_dtype=torch.bfloat16)
     original = constrained.kv_cache
-    constrained.kv_cache = lambda data=None: DynamicCache(ddp_cache_data=data)
+    constrained.kv_cache = lambda device, data=None: DynamicCache(ddp_cache_data=data)
     try:
         plain = predict_label_sets(tiny_model, tokenizer, task, TEXTS, batch_size=3, autocast_dtype=torch.bfloat16)
     finally:

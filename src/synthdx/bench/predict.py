@@ -249,10 +249,10 @@ def bench_rare_ddx(lm, tok, cases: Sequence, knowledge, top_k: int, rounds: int,
 
     from ..baselines.phenotype_ranker import PhenotypeRanker
     from ..infer.rerank import score_names
-
-    score_names = partial(score_names, ours_lm or lm, autocast_dtype=autocast_dtype)
     from ..tasks.rare_ddx import rare_ddx_task
     from ..tasks.rare_ddx_render import render_summary
+
+    score_names = partial(score_names, ours_lm or lm, autocast_dtype=autocast_dtype)
 
     task = rare_ddx_task(knowledge)
     ranker = PhenotypeRanker(knowledge, candidate_ids=list(task.names)).fit()

@@ -180,14 +180,14 @@ def _bf16_layer():
     return Bf16Layer
 
 
-def kv_cache(data: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
+def kv_cache(device: torch.device | str, data: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
     """A key/value cache (`transformers.DynamicCache`), filled with `data` (per layer (keys,
     values)) if given. Under bf16 autocast its layers keep keys and values in bf16: attention casts
     them to bf16 on every pass anyway (same values), so storing them cast saves re-casting the whole
     cache each pass and halves what each pass copies."""
     from transformers import DynamicCache
 
-    device = data[0][0].device.type if data else "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device).type
     if not (torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16):
         return DynamicCache(ddp_cache_data=data)
     cache = DynamicCache()
@@ -218,9 +218,9 @@ def encode_prefix(model, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Te
     device = next(model.parameters()).device
     ids = torch.tensor([prefix], device=device)
     if model.base_model is not model:  # the decoder alone: no logits are needed
-        out = model.base_model(input_ids=ids, past_key_values=kv_cache(), use_cache=True)
+        out = model.base_model(input_ids=ids, past_key_values=kv_cache(device), use_cache=True)
     else:
-        out = model(input_ids=ids, past_key_values=kv_cache(), use_cache=True, logits_to_keep=1)
+        out = model(input_ids=ids, past_key_values=kv_cache(device), use_cache=True, logits_to_keep=1)
     return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
 
@@ -261,7 +261,7 @@ def decode_label_sets(model, tokenizer, task: MultiLabelTask, prompts: list[list
         mask[r, n_prefix + width - len(p):] = 1
     pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, n_prefix:]
     ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
-    cache = kv_cache([(k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous())
+    cache = kv_cache(device, [(k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous())
                       for k, v in prefix_kv] if n_prefix else None)
     next_logits = _GrammarLogits(model, grammar)
     cache, logits = next_logits(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache)
@@ -272,14 +272,13 @@ def decode_label_sets(model, tokenizer, task: MultiLabelTask, prompts: list[list
     active = list(range(rows))  # the rows still decoding, in the order of the cache's batch
     while True:
         feeds: list[list[int]] = []
-        for j, r in enumerate(active):
-            st, feed = states[r], []
-            if not st.done and written[r] < max_steps:
-                feed.append(grammar.step(st, logits[j]))
+        for j, r in enumerate(active):  # every active row is unfinished, with steps left
+            st = states[r]
+            feed = [grammar.step(st, logits[j])]
+            written[r] += 1
+            while written[r] < max_steps and grammar.forced(st) is not None:
+                feed.append(grammar.step(st, None))
                 written[r] += 1
-                while written[r] < max_steps and grammar.forced(st) is not None:
-                    feed.append(grammar.step(st, None))
-                    written[r] += 1
             # a finished row's last token (the end) is never fed: nothing is read after it
             feeds.append([] if st.done or written[r] >= max_steps else feed)
         keep = [j for j, f in enumerate(feeds) if f]

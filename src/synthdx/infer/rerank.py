@@ -41,7 +41,7 @@ def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list
 
     rest = prompt[n_prefix:]
     out, first = logits(True, input_ids=torch.tensor([rest], device=device),
-                        past_key_values=kv_cache(prefix_kv if n_prefix else None), use_cache=True,
+                        past_key_values=kv_cache(device, prefix_kv if n_prefix else None), use_cache=True,
                         position_ids=torch.arange(n_prefix, len(prompt), device=device).unsqueeze(0))
     first = torch.log_softmax(first[0, -1], -1)
     scores = np.array([float(first[a[0]]) for a in answers])
