@@ -229,3 +229,32 @@ def test_run_trains_on_every_rank_and_runs_the_other_stages_once(tmp_path, tiny_
     assert stages and len(stages) == len(set(stages))  # every stage ran once, not once per rank
     stats = json.loads((out / "metrics.json").read_text())
     assert stats  # written once, complete JSON
+
+
+@needs_gloo
+@pytest.mark.slow  # ~1-2 min on 2 shared cores
+def test_curve_trains_on_every_rank_and_runs_the_rest_once(tmp_path, tiny_model_dir):
+    """`synthdx curve` under torchrun: rank 1 joins each model's training, rank 0 alone scores and
+    reports, and the curve has its point."""
+    import yaml
+
+    from synthdx.io import write_jsonl
+    from synthdx.synth.radiology_reports import RadiologyReportGenerator
+
+    data = tmp_path / "reports.jsonl"
+    write_jsonl(data, ({"id": f"real-{i}", "text": r.text, "labels": r.labels}
+                       for i, r in enumerate(RadiologyReportGenerator(seed=7).generate(40))))
+    cfg = {"experiment": "curve", "task": "radiology",
+           "data": {"path": str(data), "loader": "jsonl", "test_fraction": 0.3},
+           "sources": [{"name": "real", "kind": "real"}], "sizes": [8], "seeds": [0],
+           "learners": [{"kind": "llm", "train": {"model": str(tiny_model_dir), "method": "full", "max_steps": 2,
+                                                  "batch_size": 4, "save_every": 0, "precision": "fp32"}}],
+           "eval": {"n_resamples": 100}}
+    config = tmp_path / "curve.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "curve"
+    proc = torchrun(["synthdx.cli", "curve", str(config), "--out", str(out), "-v"], cwd=tmp_path)
+    assert "rank 1: running train for rank 0" in proc.stdout + proc.stderr
+    points = json.loads((out / "metrics.json").read_text())["systems"]["curves"]["fine-tuned LLM"]["real"]
+    assert [p["n"] for p in points] == [8] and points[0]["seeds"] == 1
+    assert (out / "report.md").is_file()

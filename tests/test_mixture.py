@@ -203,7 +203,7 @@ def test_mixture_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
         "tasks.0.eval.free_generation_sample=2", "tasks.0.weight=2",
         f"tasks.1.data.path={_packet_zip(tmp_path)}", "tasks.1.synthetic.n_diseases=6",
         "tasks.1.synthetic.validation_patients=10", "tasks.1.eval.n_resamples=100", "tasks.1.weight=1",
-        f"train.model={tiny_model_dir}", "train.max_steps=1", "train.batch_size=4", "train.save_every=0"])
+        f"train.model={tiny_model_dir}", "train.max_steps=null", "train.batch_size=8", "train.save_every=0"])
     out = tmp_path / "run"
     result = run_mixture(cfg, out)
 
@@ -219,9 +219,13 @@ def test_mixture_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     joint_spec = json.loads((out / "joint" / "model" / "synthdx_task.json").read_text())
     assert joint_spec["kind"] == "multi-task" and joint_spec["train_stats"]["examples"] == total
     assert joint_spec["tasks"]["rare-ddx"]["rerank"]["top_k"] == 10
+    joint_steps = joint_spec["train_stats"]["steps"]
+    assert joint_steps == -(-total // 8)  # one epoch of the joint examples
     for task in ("radiology", "rare-ddx"):
         spec = json.loads((out / "alone" / task / "model" / "synthdx_task.json").read_text())
         assert spec["task"] == task and spec["train_stats"]["examples"] == mix["tasks"][task]["drawn"]
+        # mixture.alone_steps: joint (the default): alone trains as many steps, over fewer examples
+        assert spec["train_stats"]["steps"] == joint_steps
 
     metrics = json.loads((out / "metrics.json").read_text())["systems"]
     rad, ddx = metrics["tasks"]["radiology"], metrics["tasks"]["rare-ddx"]
@@ -233,6 +237,9 @@ def test_mixture_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     assert rad["paired"][0]["system_a"] == joint and rad["paired"][0]["system_b"] == alone
     assert 0 < rad["paired"][0]["micro_f1"]["p_value"] <= 1 and len(rad["paired"][0]["per_label"]) == 14
     assert ddx["n_test"] == 3 and any(name.startswith(joint) for name in ddx["systems"])
+    # every system also with the case's own publication left out of the ranker's knowledge
+    left_out = [n for n in ddx["systems"] if n.endswith(", own publication left out")]
+    assert len(left_out) == 5 and all(ddx["systems"][n]["all"]["n"] == 3 for n in left_out)
     assert [c["mode"] for c in ddx["paired"]] == ["model alone", "model + ranker"]
     assert all(c["mcnemar"]["n"] == 3 and 0 < c["top1"]["p_value"] <= 1 for c in ddx["paired"])
     summary = {(r["task"], r["metric"]): r for r in metrics["summary"]}

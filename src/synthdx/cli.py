@@ -86,6 +86,7 @@ def curve(config: Path = typer.Argument(..., help="Learning-curve config (YAML, 
     """Learning curves: train each learner on N = 50, 100, ... records of each data source (real
     labels, teacher labels, synthetic, mixes), several seeds a point, score on the real test part,
     and report the curves with bands and how many real examples each source is worth."""
+    from . import distributed
     from .config import CurveConfig, load_config
 
     try:
@@ -96,9 +97,13 @@ def curve(config: Path = typer.Argument(..., help="Learning-curve config (YAML, 
         _setup_logging(verbose)
         from .experiments.curve import run_curve
 
-        run_curve(cfg, out, report_only)
+        # torchrun / accelerate: as `run`, rank 0 drives the curve and every rank joins each
+        # model's training (data-parallel); data, scoring and the report happen once
+        distributed.lead(lambda: run_curve(cfg, out, report_only))
     except (SynthdxError, ValueError, FileNotFoundError) as e:
         _fail(e)
+    except distributed.RankZeroFailed:
+        raise typer.Exit(2) from None  # rank 0 printed the error
 
 
 @app.command()

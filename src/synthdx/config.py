@@ -334,8 +334,12 @@ class MixtureSection(_Strict):
         "the pools give with no example drawn twice (the task whose pool is smallest for its weight sets it)."))
     seed: int = Field(0, description="Seeds which pool examples are drawn (a seeded permutation per task).")
     alone: bool = Field(True, description=(
-        "Also train each task alone on exactly the examples of that task the joint run drew (same settings; "
-        "fewer steps), and compare it with the joint model on that task's test data."))
+        "Also train each task alone on exactly the examples of that task the joint run drew (same settings), "
+        "and compare it with the joint model on that task's test data."))
+    alone_steps: Literal["joint", "epochs"] = Field("joint", description=(
+        "How long a task trains alone. joint: as many optimiser steps as the joint model (so more passes over "
+        "its fewer examples: the same compute, and a difference is not just the joint model's extra steps); "
+        "epochs: the same train.epochs over its examples (fewer steps: the same data exposure)."))
 
 
 class MixtureConfig(_Strict):

@@ -253,6 +253,7 @@ def fit_and_rank(spec, train: Sequence[Record], d: CurveRareDdxData, workdir: Pa
     the fusion weight on the validation patients; the gold ranks of the model alone and fused. The
     model is deleted afterwards (a curve would otherwise keep 0.5 GB a point)."""
     from ..config import TrainSection
+    from ..distributed import on_all_ranks
     from ..train.sft import TASK_FILE, TrainConfig, train as sft_train
 
     section = spec.train or TrainSection(max_text_tokens=256)
@@ -266,7 +267,8 @@ def fit_and_rank(spec, train: Sequence[Record], d: CurveRareDdxData, workdir: Pa
 
     stats_path = workdir / "train_stats.json"
     if not (model_dir / TASK_FILE).exists():  # a model trained before an interruption is reused
-        stats = sft_train(train, d.task, workdir, cfg, progress=report)
+        # under `synthdx curve` with several processes every rank trains (data-parallel)
+        stats = on_all_ranks(sft_train, train, d.task, workdir, cfg, main_kwargs={"progress": report})
         stats.pop("losses", None)
         write_json(stats_path, {k: v for k, v in stats.items() if not isinstance(v, list)})
     elif stats_path.exists():

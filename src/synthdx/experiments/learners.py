@@ -46,6 +46,7 @@ class Learner:
     def _llm(self, train, test_texts, workdir: Path, seed: int):
         from ..config import TrainSection
         from ..evaluate import multi_hot
+        from ..distributed import on_all_ranks
         from ..train.sft import TASK_FILE, TrainConfig, train as sft_train
         from .radiology import run_llm_predictions
 
@@ -58,7 +59,8 @@ class Learner:
                 log.info("%s: training step %d/%d loss %.4f", self.spec.label, step, total, loss)
 
         if not (model_dir / TASK_FILE).exists():  # a model trained before an interruption is reused
-            sft_train(train, self.task, workdir, cfg, progress=report)
+            # under `synthdx curve` with several processes every rank trains (data-parallel)
+            on_all_ranks(sft_train, train, self.task, workdir, cfg, main_kwargs={"progress": report})
         else:
             self.task.max_text_tokens = cfg.max_text_tokens
         preds, _ = run_llm_predictions(str(model_dir), self.task, list(test_texts), self.batch_size,

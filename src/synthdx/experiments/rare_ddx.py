@@ -80,6 +80,13 @@ def _retrieve(ranker, cases: Sequence[Case], k: int, leave_out: bool) -> list[tu
     return out
 
 
+def union_candidates(retrieved, *more) -> list[list[str]]:
+    """Per case, the ids the model must score: the union of its top K in each retrieval given
+    (with and without its own publication), so one scoring pass serves every variant."""
+    lists = [retrieved] + [m for m in more if m is not None]
+    return [list(dict.fromkeys(i for r in rows for i in r[0])) for rows in zip(*lists)]
+
+
 def reranked_gold_rank(top_ids: Sequence[str], fused: np.ndarray, gold: Sequence[str], ranker_rank: float) -> float:
     """The gold's rank when the top K are reordered by `fused` and the rest keep the ranker's order:
     its position among the K, or its ranker rank (> K) when retrieval missed it."""
@@ -342,10 +349,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
         retrieved = {"full": _retrieve(ranker, sample, k, False), "val": _retrieve(ranker, val_cases, k, False)}
         if cfg.eval.leave_out_own_publication:
             retrieved["left_out"] = _retrieve(ranker, sample, k, True)
-        # each case's candidates: the union of its top K with and without its own publication
-        s_cands = [list(dict.fromkeys(retrieved["full"][i][0] + (retrieved["left_out"][i][0]
-                                                                 if "left_out" in retrieved else [])))
-                   for i in range(len(sample))]
+        s_cands = union_candidates(retrieved["full"], retrieved.get("left_out"))
         v_cands = [r[0] for r in retrieved["val"]]
 
     systems: dict[str, dict] = {"knowledge ranker": evaluate_ranking(
