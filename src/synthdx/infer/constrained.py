@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..models.compat import cache_kw, returned_cache
 from ..tasks.multilabel import MultiLabelTask
 
 
@@ -148,15 +149,16 @@ class _GrammarLogits:
         self.bias = head.bias.detach()[self.vocab].float() if head is not None and head.bias is not None else None
         self.size = model.get_output_embeddings().weight.shape[0]
 
-    def __call__(self, **inputs) -> tuple[object, torch.Tensor]:
+    def __call__(self, cache, **inputs) -> tuple[object, torch.Tensor]:
         if self.weight is None:
-            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
-            return out.past_key_values, out.logits[:, -1, :].float().cpu()
-        out = self.model.base_model(**inputs, use_cache=True)
+            out = self.model(**inputs, **cache_kw(self.model, cache), use_cache=True, logits_to_keep=1)
+            return returned_cache(out), out.logits[:, -1, :].float().cpu()
+        base = self.model.base_model
+        out = base(**inputs, **cache_kw(base, cache), use_cache=True)
         sub = fp32_logits(out.last_hidden_state[:, -1, :], self.weight, self.bias)
         full = torch.full((sub.shape[0], self.size), -math.inf)
         full[:, self.vocab.cpu()] = sub.cpu()
-        return out.past_key_values, full
+        return returned_cache(out), full
 
 
 def autocast(model, dtype: torch.dtype | None):
@@ -218,10 +220,10 @@ def encode_prefix(model, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Te
     device = next(model.parameters()).device
     ids = torch.tensor([prefix], device=device)
     if model.base_model is not model:  # the decoder alone: no logits are needed
-        out = model.base_model(input_ids=ids, past_key_values=kv_cache(device), use_cache=True)
+        out = model.base_model(input_ids=ids, **cache_kw(model.base_model, kv_cache(device)), use_cache=True)
     else:
-        out = model(input_ids=ids, past_key_values=kv_cache(device), use_cache=True, logits_to_keep=1)
-    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        out = model(input_ids=ids, **cache_kw(model, kv_cache(device)), use_cache=True, logits_to_keep=1)
+    return [(layer.keys, layer.values) for layer in returned_cache(out).layers]
 
 
 @torch.no_grad()
@@ -264,7 +266,7 @@ def decode_label_sets(model, tokenizer, task: MultiLabelTask, prompts: list[list
     cache = kv_cache(device, [(k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous())
                       for k, v in prefix_kv] if n_prefix else None)
     next_logits = _GrammarLogits(model, grammar)
-    cache, logits = next_logits(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache)
+    cache, logits = next_logits(cache, input_ids=ids, attention_mask=mask, position_ids=pos)
     passes = 1
     states = [_RowState() for _ in prompts]
     next_pos = [int(x) for x in (pos[:, -1] + 1).tolist()]
@@ -301,8 +303,8 @@ def decode_label_sets(model, tokenizer, task: MultiLabelTask, prompts: list[list
             step_pos[j, w - k:] = torch.arange(next_pos[r], next_pos[r] + k)
             next_pos[r] += k
         mask = torch.cat([mask, step_mask.to(device)], dim=1)
-        cache, logits = next_logits(input_ids=step_ids.to(device), attention_mask=mask,
-                                    position_ids=step_pos.to(device), past_key_values=cache)
+        cache, logits = next_logits(cache, input_ids=step_ids.to(device), attention_mask=mask,
+                                    position_ids=step_pos.to(device))
         passes += 1
     for st in states:
         if not st.done:  # ran out of steps: keep what was finished, flag by a NaN score

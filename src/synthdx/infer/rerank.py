@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..models.compat import cache_kw, returned_cache
 from .constrained import autocast, common_prefix_length, encode_prefix, fp32_logits, kv_cache, plain_head
 
 __all__ = ["fuse", "ranking_entries", "score_names"]
@@ -31,17 +32,17 @@ def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list
                head: tuple[torch.Tensor, torch.Tensor | None] | None) -> np.ndarray:
     device = next(model.parameters()).device
 
-    def logits(last_only: bool, **inputs):  # (output, fp32 logits); `head`: the head's fp32 weights
+    def logits(last_only: bool, cache, **inputs):  # (output, fp32 logits); `head`: the head's fp32 weights
         if head is None:
-            out = model(**inputs, logits_to_keep=1 if last_only else 0)
+            out = model(**inputs, **cache_kw(model, cache), logits_to_keep=1 if last_only else 0)
             return out, out.logits.float()
-        out = model.base_model(**inputs)
+        out = model.base_model(**inputs, **cache_kw(model.base_model, cache))
         hidden = out.last_hidden_state
         return out, fp32_logits(hidden[:, -1:] if last_only else hidden, *head)
 
     rest = prompt[n_prefix:]
     out, first = logits(True, input_ids=torch.tensor([rest], device=device),
-                        past_key_values=kv_cache(device, prefix_kv if n_prefix else None), use_cache=True,
+                        cache=kv_cache(device, prefix_kv if n_prefix else None), use_cache=True,
                         position_ids=torch.arange(n_prefix, len(prompt), device=device).unsqueeze(0))
     first = torch.log_softmax(first[0, -1], -1)
     scores = np.array([float(first[a[0]]) for a in answers])
@@ -59,11 +60,11 @@ def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list
         feed[r, :n] = torch.tensor(a[:-1])
         target[r, :n] = torch.tensor(a[1:])
         mask[r, len(prompt):len(prompt) + n] = 1
-    cache = out.past_key_values
+    cache = returned_cache(out)
     cache.batch_repeat_interleave(k)
     pos = torch.arange(len(prompt), len(prompt) + width).unsqueeze(0).expand(k, -1)
     _, tail_logits = logits(False, input_ids=feed.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                            past_key_values=cache, use_cache=False)
+                            cache=cache, use_cache=False)
     logp = torch.log_softmax(tail_logits, -1).cpu()
     keep = target >= 0
     gathered = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep

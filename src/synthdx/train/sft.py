@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..io import write_json
+from ..models.compat import cache_kw, returned_cache
 from ..records import Record
 from ..tasks.multilabel import Example, MultiLabelTask
 
@@ -144,10 +145,10 @@ def answer_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if n_prefix:
         rows = input_ids.shape[0]
-        cache = base.model(input_ids=input_ids[:1, :n_prefix], use_cache=True).past_key_values
+        cache = returned_cache(base.model(input_ids=input_ids[:1, :n_prefix], use_cache=True))
         cache.batch_repeat_interleave(rows)
         positions = torch.arange(n_prefix, input_ids.shape[1], device=input_ids.device).unsqueeze(0).expand(rows, -1)
-        hidden = base.model(input_ids=input_ids[:, n_prefix:], attention_mask=attention_mask, past_key_values=cache,
+        hidden = base.model(input_ids=input_ids[:, n_prefix:], attention_mask=attention_mask, **cache_kw(base.model, cache),
                             position_ids=positions, use_cache=True).last_hidden_state
         labels = labels[:, n_prefix:]
     else:
