@@ -152,6 +152,27 @@ def test_hash_sample_is_fixed_and_order_free():
     assert hash_sample(cases, None, "s") == cases
 
 
+def test_pick_diseases_random_or_best_studied(hpo):
+    import random
+
+    from synthdx.config import HPOSyntheticConfig
+    from synthdx.experiments.rare_ddx import pick_diseases, publications
+
+    usable = sorted(hpo.candidates(None, None))[:400]
+    pubs = {d: publications(hpo.diseases[d]) for d in usable}
+    syn = HPOSyntheticConfig(n_diseases=20, validation_patients=50)
+    train, val = pick_diseases(hpo, usable, syn, random.Random(0))
+    assert len(train) == 20 and len(val) == 50 and set(train) | set(val) <= set(usable)
+    assert (train, val) == pick_diseases(hpo, usable, syn, random.Random(0))  # seeded
+    best = syn.model_copy(update={"diseases": "best-studied"})
+    train_b, val_b = pick_diseases(hpo, usable, best, random.Random(0))
+    # the 20 with most publications: none left out has more than the least of them
+    assert len(train_b) == 20 and min(pubs[d] for d in train_b) >= max(pubs[d] for d in usable if d not in train_b)
+    # validation in proportion to 1 + publications: better studied than a uniform draw, on average
+    assert len(set(val_b)) == 50 and np.mean([pubs[d] for d in val_b]) > np.mean(list(pubs.values()))
+    assert pick_diseases(hpo, usable, best.model_copy(update={"n_diseases": None}), random.Random(0))[0] == usable
+
+
 def _packet_zip(tmp_path: Path) -> Path:
     path = tmp_path / "cases.zip"
     with zipfile.ZipFile(path, "w") as z:

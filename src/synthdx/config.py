@@ -107,7 +107,11 @@ class KnowledgeConfig(_Strict):
 
 class HPOSyntheticConfig(_Strict):
     n_diseases: int | None = Field(None, ge=1, description="Train on patients of this many candidate diseases "
-                                                           "(a seeded random sample); None: every candidate.")
+                                                           "(chosen by `diseases`); None: every candidate.")
+    diseases: Literal["random", "best-studied"] = Field("random", description=(
+        "Which n_diseases: a seeded random sample, or the n best-studied (most publications cited by their "
+        "annotations: published cases come mostly from these). best-studied also draws the validation "
+        "patients' diseases in proportion to their publications, as published cases arrive."))
     patients_per_disease: int = Field(5, ge=1)
     validation_patients: int = Field(200, ge=10, description="Held-out synthetic patients (diseases drawn from "
                                                              "all candidates) on which the fusion weight is chosen.")

@@ -244,6 +244,29 @@ class RareDdxData:
         return [self.text_of(c, self.synthetic_seed + 1) for c in self.val_cases]
 
 
+def publications(disease) -> int:
+    """How many publications (PMIDs) a disease's phenotype annotations cite: how well studied it is."""
+    return sum(1 for r in disease.references if r.startswith("PMID:"))
+
+
+def pick_diseases(knowledge, usable: Sequence[str], syn, rng: random.Random) -> tuple[list[str], list[str]]:
+    """(training diseases, validation diseases). Training: every usable candidate, or
+    `syn.n_diseases` of them, a random sample or the best-studied. Validation
+    (`syn.validation_patients`, one patient each) is drawn from all usable candidates, seen in
+    training or not, as real cases are: uniformly, or (best-studied) in proportion to 1 + the
+    disease's publications."""
+    n, n_val = syn.n_diseases, min(syn.validation_patients, len(usable))
+    if syn.diseases == "random":
+        train = sorted(rng.sample(list(usable), n)) if n and n < len(usable) else list(usable)
+        return train, sorted(rng.sample(list(usable), n_val))
+    pubs = np.array([publications(knowledge.diseases[d]) for d in usable], dtype=float)
+    order = sorted(range(len(usable)), key=lambda i: (-pubs[i], usable[i]))  # ties: by id, reproducibly
+    train = sorted(usable[i] for i in order[:n]) if n else list(usable)
+    p = (1.0 + pubs) / (1.0 + pubs).sum()
+    val = np.random.default_rng(rng.randrange(2**32)).choice(len(usable), n_val, replace=False, p=p)
+    return train, sorted(usable[i] for i in val)
+
+
 def prepare_rare_ddx_data(cfg: RareDdxConfig, out: Path, timer: StageTimer) -> RareDdxData:
     """Knowledge and ranker, the real cases and their model sample, the synthetic patients (cached in
     `out/data`), their rendered training records, and the contamination guard."""
@@ -279,13 +302,10 @@ def prepare_rare_ddx_data(cfg: RareDdxConfig, out: Path, timer: StageTimer) -> R
             rng = random.Random(cfg.synthetic.seed)
             gen = HPOPatientGenerator(knowledge, seed=cfg.synthetic.seed, **cfg.synthetic.generator)
             usable = gen.usable_diseases(candidates)  # a disease needs a feature with frequency > 0
-            n_dis = cfg.synthetic.n_diseases
-            train_diseases = sorted(rng.sample(usable, n_dis)) if n_dis and n_dis < len(usable) else usable
+            train_diseases, val_diseases = pick_diseases(knowledge, usable, cfg.synthetic, rng)
             train_cases = gen.generate(train_diseases, cfg.synthetic.patients_per_disease)
-            # validation: diseases drawn from all candidates (seen in training or not, like real cases),
-            # patients from another seed so none repeats a training patient
+            # validation patients from another seed, so none repeats a training patient
             val_gen = HPOPatientGenerator(knowledge, seed=cfg.synthetic.seed + 1, **cfg.synthetic.generator)
-            val_diseases = rng.sample(usable, min(cfg.synthetic.validation_patients, len(usable)))
             val_cases = val_gen.generate(sorted(val_diseases), 1)
             _write_cases(train_path, train_cases)
             _write_cases(val_path, val_cases)
@@ -434,6 +454,9 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                      "candidates": len(candidates), "hpo_version": knowledge.version,
                      "synthetic_training_patients": len(train_cases),
                      "synthetic_training_diseases": len({c.gold[0] for c in train_cases}),
+                     # a diagnostic of the disease choice, read after training (never used by it)
+                     "scored_cases_with_trained_disease": float(np.mean([
+                         bool(set(c.gold) & {t.gold[0] for t in train_cases}) for c in sample])),
                      "synthetic_validation_patients": len(val_cases)},
             "training": train_stats, "timings_seconds": timer.timings, "hardware": hardware()})
         write_provenance(out, config=cfg.model_dump(), data_sources={"real cases": cfg.data.path},
@@ -604,9 +627,13 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
     if cfg.data.max_model_cases:
         reductions.append(f"model systems scored on {n_model} cases (a fixed hash sample), the ranker on all")
     if cfg.synthetic.n_diseases:
+        how = ("a random sample" if cfg.synthetic.diseases == "random"
+               else "the best-studied: most publications cited by their annotations")
         reductions.append(f"training patients for {extra['data']['synthetic_training_diseases']} of "
-                          f"{extra['data']['candidates']} candidate diseases (random sample), "
-                          f"{cfg.synthetic.patients_per_disease} per disease")
+                          f"{extra['data']['candidates']} candidate diseases ({how}), "
+                          f"{cfg.synthetic.patients_per_disease} per disease; "
+                          f"{extra['data']['scored_cases_with_trained_disease']:.1%} of the scored cases have a "
+                          "gold disease the model saw in training")
     if reductions:
         sections.insert(0, Section("Reductions in this configuration", notes=reductions))
     metrics = {"all_cases": systems_all, "model_cases": systems, "synthetic_validation": synthetic_scores,
