@@ -9,7 +9,6 @@ CPU without them, where bf16 is emulated and ~50x slower), and each dtype's peak
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,19 +19,9 @@ from ..io import write_json
 from ..progress import console
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
     """The hardware a benchmark ran on, as recorded in its JSON and printed under its table."""
-    from ..models.loading import cpu_supports_bf16
+    from ..models.loading import cpu_name, cpu_supports_bf16
 
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cpu_native_bf16": cpu_supports_bf16(), "torch": torch.__version__}

@@ -10,6 +10,7 @@ out_dir, cfg, main_kwargs={"progress": report})` (called directly, it trains in 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Callable, Sequence
@@ -64,8 +65,11 @@ def cached_records(path: Path, make: Callable[[], list[Record]]) -> list[Record]
 
 
 def hardware() -> dict:
-    return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    from ..models.loading import cpu_name, cpu_supports_bf16
+
+    return {"machine": platform.machine(), "cpu": cpu_name(), "cores": os.cpu_count(),
+            "cpu_native_bf16": cpu_supports_bf16(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available()}
 
 
 def claim_run_dir(out: Path, cfg) -> None:

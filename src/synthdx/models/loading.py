@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -132,6 +133,17 @@ def resolve_encoder_path(name_or_path: str) -> str:
         raise SynthdxError(f"encoder {name_or_path!r} not found: give 'minilm', a local directory "
                            "or a hub id like 'sentence-transformers/all-MiniLM-L6-v2'")
     return found
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the hardware a result was measured on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_supports_bf16() -> bool:
