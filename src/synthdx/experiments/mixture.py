@@ -269,8 +269,9 @@ class RareDdxPart:
                              "reranked by each model (log-probability of each disease name); '+ ranker' adds the "
                              "ranker's log-posterior with a weight chosen per model on held-out synthetic "
                              "patients. Rows ending 'own publication left out' retrieve with the ranker whose "
-                             "knowledge lacks the annotations citing the case's own publication (the model "
-                             "scores and fusion weight are the same)."),
+                             "knowledge lacks the annotations citing the case's own publication; the model "
+                             "scores and fusion weight are the same, and the model was trained on patients "
+                             "generated from the full annotations, which flatters its rows there."),
                        notes=[f"fusion weight chosen for {m}: {v['chosen']:g}" for m, v in
                               result["fusion_weights"].items()])]
         if result["paired"]:
