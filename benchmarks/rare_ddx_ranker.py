@@ -8,7 +8,8 @@ each case's own publication's annotations left out; plus the time taken.
 Rows: the ranker with the full HPO knowledge; with every annotation that cites the case's own
 publication left out (strict: also rows citing other publications besides it); and with only the
 annotations that cite nothing but the case's own publication left out (lenient). The knowledge
-"without this publication" lies between the last two.
+"without this publication" lies between the last two. `--param prior=publications` adds the
+publication prior (log(1 + PMIDs the disease's annotations cite), the case's own left out with it).
 
 Reference points (phenopacket-store cases): a tuned LIRICAL-style ranker ~38% top-1 of all dev
 cases (46% of covered); Reese et al. 2024 (AJHG, 5,213 cases): Exomiser 35.5% top-1, GPT-4o 23.6%.

@@ -116,6 +116,25 @@ def test_leaving_out_a_publication(tiny_hpo_knowledge):
     assert by_id(r, p) == pytest.approx(full)
 
 
+def test_publication_prior_by_hand(tiny_hpo_knowledge):
+    # phenotype annotations cite OMIM:1: PMID:1, PMID:2; OMIM:2: PMID:3, PMID:4, PMID:5
+    uniform, pub = ranker(tiny_hpo_knowledge), ranker(tiny_hpo_knowledge, prior="publications")
+    p = Patient(id="p", observed=(A1,))
+    u, s = by_id(uniform, p), by_id(pub, p)
+    assert s["OMIM:1"] == pytest.approx(u["OMIM:1"] + math.log(3))
+    assert s["OMIM:2"] == pytest.approx(u["OMIM:2"] + math.log(4))
+    # a left-out publication is not counted: OMIM:1 keeps PMID:1 only, OMIM:2 is untouched
+    u2, s2 = by_id(uniform, p, exclude_references=["PMID:2"]), by_id(pub, p, exclude_references=["PMID:2"])
+    assert s2["OMIM:1"] == pytest.approx(u2["OMIM:1"] + math.log(2))
+    assert s2["OMIM:2"] == pytest.approx(u2["OMIM:2"] + math.log(4))
+    # with nothing observed only the prior speaks: the better-published disease first
+    empty = Patient(id="e")
+    assert by_id(pub, empty)["OMIM:2"] > by_id(pub, empty)["OMIM:1"]
+    assert by_id(uniform, empty)["OMIM:2"] == by_id(uniform, empty)["OMIM:1"]
+    with pytest.raises(ValueError, match="prior"):
+        ranker(tiny_hpo_knowledge, prior="popularity")
+
+
 def test_leave_out_any_or_sole(tiny_hpo_knowledge):
     # OMIM:2's A1a row cites PMID:4 and PMID:5
     p = Patient(id="p", observed=(A1a,))

@@ -156,10 +156,10 @@ def test_pick_diseases_random_or_best_studied(hpo):
     import random
 
     from synthdx.config import HPOSyntheticConfig
-    from synthdx.experiments.rare_ddx import pick_diseases, publications
+    from synthdx.experiments.rare_ddx import pick_diseases
 
     usable = sorted(hpo.candidates(None, None))[:400]
-    pubs = {d: publications(hpo.diseases[d]) for d in usable}
+    pubs = {d: len(hpo.diseases[d].publications) for d in usable}
     syn = HPOSyntheticConfig(n_diseases=20, validation_patients=50)
     train, val = pick_diseases(hpo, usable, syn, random.Random(0))
     assert len(train) == 20 and len(val) == 50 and set(train) | set(val) <= set(usable)
@@ -230,7 +230,7 @@ def test_cli_predict_rare_ddx_reads_synthetic_jsonl(tmp_path, tiny_model_dir, hp
 
 def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     from synthdx.config import load_config
-    from synthdx.experiments.rare_ddx import run_rare_ddx
+    from synthdx.experiments.rare_ddx import PRIOR_RANKER, run_rare_ddx
 
     cases = _packet_zip(tmp_path)
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "rare-ddx-cpu.yaml", [
@@ -257,9 +257,13 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     cal_rows = [json.loads(line) for line in (out / "predictions" / "calibration.jsonl").read_text().splitlines()]
     assert len(cal_rows) == 3 and all(0 < v["confidence"] <= 1 for r in cal_rows for v in r["systems"].values())
     assert all(0 < r["top1_confidence"] <= 1 for r in ranked)
-    paired = result["paired"][1]
-    assert paired["system_b"] == "knowledge ranker" and 0 < paired["top1"]["p_value"] <= 1
+    # each model system against the ranker and against the ranker with the publication prior
+    assert [c["system_b"] for c in result["paired"]] == ["knowledge ranker", PRIOR_RANKER] * 2
+    paired = result["paired"][2]
+    assert paired["system_a"].startswith("fine-tuned model + ranker") and 0 < paired["top1"]["p_value"] <= 1
     assert paired["mcnemar"]["n"] == 3
+    for name in (PRIOR_RANKER, f"{PRIOR_RANKER}, own publication left out"):
+        assert result["all_cases"][name]["n"] == 3 and result["model_cases"][name]["n"] == 3
     assert json.loads((out / "provenance.json").read_text())["settings"]["hpo_version"]
     # a rerun reuses every stage's output and gives the same numbers
     again = run_rare_ddx(cfg, out)

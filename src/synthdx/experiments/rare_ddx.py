@@ -80,6 +80,9 @@ def _retrieve(ranker, cases: Sequence[Case], k: int, leave_out: bool) -> list[tu
     return out
 
 
+PRIOR_RANKER = "knowledge ranker + publication prior (reference)"
+
+
 def union_candidates(retrieved, *more) -> list[list[str]]:
     """Per case, the ids the model must score: the union of its top K in each retrieval given
     (with and without its own publication), so one scoring pass serves every variant."""
@@ -244,11 +247,6 @@ class RareDdxData:
         return [self.text_of(c, self.synthetic_seed + 1) for c in self.val_cases]
 
 
-def publications(disease) -> int:
-    """How many publications (PMIDs) a disease's phenotype annotations cite: how well studied it is."""
-    return sum(1 for r in disease.references if r.startswith("PMID:"))
-
-
 def pick_diseases(knowledge, usable: Sequence[str], syn, rng: random.Random) -> tuple[list[str], list[str]]:
     """(training diseases, validation diseases). Training: every usable candidate, or
     `syn.n_diseases` of them, a random sample or the best-studied. Validation
@@ -259,7 +257,7 @@ def pick_diseases(knowledge, usable: Sequence[str], syn, rng: random.Random) -> 
     if syn.diseases == "random":
         train = sorted(rng.sample(list(usable), n)) if n and n < len(usable) else list(usable)
         return train, sorted(rng.sample(list(usable), n_val))
-    pubs = np.array([publications(knowledge.diseases[d]) for d in usable], dtype=float)
+    pubs = np.array([len(knowledge.diseases[d].publications) for d in usable], dtype=float)
     order = sorted(range(len(usable)), key=lambda i: (-pubs[i], usable[i]))  # ties: by id, reproducibly
     train = sorted(usable[i] for i in order[:n]) if n else list(usable)
     p = (1.0 + pubs) / (1.0 + pubs).sum()
@@ -348,20 +346,28 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     n_obs = [len(c.patient.observed) for c in cases]
     ev = dict(n_resamples=cfg.eval.n_resamples, seed=cfg.eval.seed)
     systems_all: dict[str, dict] = {}
-    with timer.stage("knowledge ranker on all cases"):
-        modes = [("knowledge ranker", ranker, False)]
-        if cfg.eval.leave_out_own_publication:
-            sole = PhenotypeRanker(knowledge, candidate_ids=candidates, leave_out="sole").fit()
-            modes += [("knowledge ranker, own publication left out", ranker, True),
-                      ("knowledge ranker, own publication left out (sole)", sole, True)]
-        for name, rk, leave in modes:
-            ranks = [rk.gold_rank(s, g) for s, g in zip(rk.scores_many((c.patient for c in cases), leave), golds)]
-            systems_all[name] = evaluate_ranking(ranks, covered, n_obs, **ev)
-
     sample_idx = {c.id: i for i, c in enumerate(cases)}
     s_golds = [list(c.gold) for c in sample]
     s_cov = np.array([covered[sample_idx[c.id]] for c in sample])
     s_obs = [len(c.patient.observed) for c in sample]
+    prior_rows: dict[str, dict] = {}  # the ranker with a publication prior, on the model's cases (a reference)
+    with timer.stage("knowledge ranker on all cases"):
+        modes = [("knowledge ranker", ranker, False)]
+        prior = PhenotypeRanker(knowledge, candidate_ids=candidates, prior="publications").fit()
+        modes.append((PRIOR_RANKER, prior, False))
+        if cfg.eval.leave_out_own_publication:
+            sole = PhenotypeRanker(knowledge, candidate_ids=candidates, leave_out="sole").fit()
+            modes += [("knowledge ranker, own publication left out", ranker, True),
+                      ("knowledge ranker, own publication left out (sole)", sole, True),
+                      (f"{PRIOR_RANKER}, own publication left out", prior, True)]
+        for name, rk, leave in modes:
+            ranks = [rk.gold_rank(s, g) for s, g in zip(rk.scores_many((c.patient for c in cases), leave), golds)]
+            systems_all[name] = evaluate_ranking(ranks, covered, n_obs, **ev)
+            if rk is prior:
+                s_ranks = [ranks[sample_idx[c.id]] for c in sample]
+                prior_rows[name] = evaluate_ranking(s_ranks, s_cov, s_obs, **ev)
+                if not leave:
+                    prior_hit = np.asarray(s_ranks) == 1
     v_golds = [list(c.gold) for c in val_cases]
     v_texts, v_ids = d.validation_texts(), [c.id for c in val_cases]
 
@@ -377,6 +383,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     if "left_out" in retrieved:
         systems["knowledge ranker, own publication left out"] = evaluate_ranking(
             [r[2] for r in retrieved["left_out"]], s_cov, s_obs, **ev)
+    systems.update(prior_rows)
     synthetic_scores: dict[str, dict] = {"knowledge ranker": _quick(
         [r[2] for r in retrieved["val"]])}
     weights_table = {}
@@ -439,8 +446,9 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
         paired = []
         for name, ranks in paired_ranks.items():
             hit = np.asarray(ranks) == 1
-            paired.append({"system_a": name, "system_b": "knowledge ranker",
-                           "top1": paired_bootstrap_correct(hit, ranker_hit, **ev), "mcnemar": mcnemar(hit, ranker_hit)})
+            for other, other_hit in (("knowledge ranker", ranker_hit), (PRIOR_RANKER, prior_hit)):
+                paired.append({"system_a": name, "system_b": other,
+                               "top1": paired_bootstrap_correct(hit, other_hit, **ev), "mcnemar": mcnemar(hit, other_hit)})
         fidelity = fidelity_report(records, [Record(i, t, None) for i, t in zip(s_ids, s_texts)], seed=cfg.eval.seed)
 
     with timer.stage("report"):

@@ -336,6 +336,11 @@ class Disease:
     def references(self) -> set[str]:
         return {r for a in self.phenotypes for r in a.references}
 
+    @property
+    def publications(self) -> set[str]:
+        """The PMIDs its phenotype annotations cite: how much has been published about it."""
+        return {r for r in self.references if r.startswith("PMID:")}
+
     def term_frequencies(self, default: float = DEFAULT_FREQUENCY, exclude_references: Iterable[str] = (),
                          sex: str | None = None, pseudo_count: float = 0.0, exclude_mode: str = "any"
                          ) -> dict[str, float]:
