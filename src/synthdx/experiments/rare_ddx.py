@@ -6,7 +6,9 @@ How the model ranks: retrieve-then-rerank (`infer.rerank`). The knowledge ranker
 candidate disease; its top K are scored by the model (log-probability of each disease name); the
 model's ranking of those K, then the ranker's order beyond K. "model + ranker" adds the two scores
 with a weight chosen on held-out synthetic patients (never on real cases). Every output id is a
-candidate by construction.
+candidate by construction. A stronger reference next to the plain ranker: the same ranker with a
+publication prior (`PhenotypeRanker(prior="publications")`), reported and paired with every model
+system.
 
 Calibration: each system's top-1 confidence (its scores' softmax over the top K, at its first-ranked
 disease) against whether that disease is the gold one, before and after temperature scaling fitted
@@ -454,6 +456,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     with timer.stage("report"):
         from ..synth.hpo_patients import patient_shape
 
+        trained = {c.gold[0] for c in train_cases}
         shapes = {"synthetic (training)": patient_shape(train_cases, knowledge),
                   "real (all cases)": patient_shape(cases, knowledge)}
         result = _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, chosen,
@@ -461,10 +464,10 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
             "data": {"cases": cfg.data.path, "labelled_cases": len(cases), "model_cases": len(sample),
                      "candidates": len(candidates), "hpo_version": knowledge.version,
                      "synthetic_training_patients": len(train_cases),
-                     "synthetic_training_diseases": len({c.gold[0] for c in train_cases}),
+                     "synthetic_training_diseases": len(trained),
                      # a diagnostic of the disease choice, read after training (never used by it)
                      "scored_cases_with_trained_disease": float(np.mean([
-                         bool(set(c.gold) & {t.gold[0] for t in train_cases}) for c in sample])),
+                         bool(set(c.gold) & trained) for c in sample])),
                      "synthetic_validation_patients": len(val_cases)},
             "training": train_stats, "timings_seconds": timer.timings, "hardware": hardware()})
         write_provenance(out, config=cfg.model_dump(), data_sources={"real cases": cfg.data.path},
