@@ -241,6 +241,7 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     assert (out / "model" / "synthdx_task.json").exists()
     spec = json.loads((out / "model" / "synthdx_task.json").read_text())
     assert spec["kind"] == "disease-ranking" and spec["rerank"]["top_k"] == 10
+    assert spec["rerank"]["prior"] == "uniform"  # the ranker `synthdx predict` must retrieve with
     assert result["all_cases"]["knowledge ranker"]["n"] == 3
     model_rows = [k for k in result["model_cases"] if k.startswith("fine-tuned model")]
     assert len(model_rows) == 4  # alone and fused, with and without the own publication
@@ -265,6 +266,22 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     for name in (PRIOR_RANKER, f"{PRIOR_RANKER}, own publication left out"):
         assert result["all_cases"][name]["n"] == 3 and result["model_cases"][name]["n"] == 3
     assert json.loads((out / "provenance.json").read_text())["settings"]["hpo_version"]
+    # predict retrieves with the prior the model's settings name: with weight 0 its ranking is that ranker's
+    from synthdx.baselines.phenotype_ranker import PhenotypeRanker
+    from synthdx.datasets.phenopackets import load_phenopackets
+    from synthdx.infer.batch import rank_file
+
+    tuned = json.loads(json.dumps(spec))
+    tuned["rerank"].update(weight=0.0, prior="publications")
+    (out / "model" / "synthdx_task.json").write_text(json.dumps(tuned))
+    rank_file(str(out / "model"), cases, tmp_path / "prior.jsonl")
+    prior = PhenotypeRanker(hpo, prior="publications").fit()
+    want = [[d for d, _, _ in prior.rank(c.patient, 10)] for c in load_phenopackets(cases)]
+    got = [[e["id"] for e in json.loads(line)["ranking"]] for line in (tmp_path / "prior.jsonl").read_text().splitlines()]
+    assert got == want
+    uniform = PhenotypeRanker(hpo).fit()
+    assert want != [[d for d, _, _ in uniform.rank(c.patient, 10)] for c in load_phenopackets(cases)]
+    (out / "model" / "synthdx_task.json").write_text(json.dumps(spec))
     # a rerun reuses every stage's output and gives the same numbers
     again = run_rare_ddx(cfg, out)
     assert again["model_cases"] == result["model_cases"]

@@ -103,6 +103,9 @@ class CasesConfig(_Strict):
 class KnowledgeConfig(_Strict):
     candidates: list[str] | None = Field(None, description="Candidate disease ids; None: every annotated OMIM disease.")
     branch: str | None = Field(None, description="Only diseases with a phenotype under this HPO term.")
+    prior: Literal["uniform", "publications"] = Field("uniform", description=(
+        "The knowledge ranker's prior over diseases (retrieval and fusion): uniform (as LIRICAL) or in "
+        "proportion to 1 + the publications a disease's annotations cite. The other is reported as a reference."))
 
 
 class HPOSyntheticConfig(_Strict):

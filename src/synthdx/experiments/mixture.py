@@ -245,7 +245,7 @@ class RareDdxPart:
                 hits["model + ranker"][key] = np.asarray(fused) == 1
                 write_jsonl(pred_dir / f"{key}.jsonl", _ranking_rows(d.s_ids, ret, s_ms, w, self.task.names))
                 if key in (JOINT, ALONE):
-                    _store_rerank_settings(Path(path), self.name, k, w)
+                    _store_rerank_settings(Path(path), self.name, k, w, self.cfg.knowledge.prior)
         paired = []
         if JOINT in models and ALONE in models:
             for mode, h in hits.items():
@@ -327,7 +327,7 @@ def _cached_label_sets(path: Path, ids: list[str], model_path: str, task, texts:
     return [p.labels for p in preds], invalid
 
 
-def _store_rerank_settings(model_dir: Path, task: str, top_k: int, weight: float) -> None:
+def _store_rerank_settings(model_dir: Path, task: str, top_k: int, weight: float, prior: str) -> None:
     """How the model ranks, in its task file (read by `synthdx predict --task rare-ddx`): at the top
     of a one-task spec, in the task's own spec of a jointly trained model."""
     from ..train.mixture import MULTI_TASK_KIND
@@ -336,7 +336,7 @@ def _store_rerank_settings(model_dir: Path, task: str, top_k: int, weight: float
     path = model_dir / TASK_FILE
     spec = json.loads(path.read_text())
     target = spec["tasks"][task] if spec.get("kind") == MULTI_TASK_KIND else spec
-    target["rerank"] = {"top_k": top_k, "weight": None if np.isinf(weight) else weight,
+    target["rerank"] = {"top_k": top_k, "weight": None if np.isinf(weight) else weight, "prior": prior,
                         "weight_chosen_on": "held-out synthetic patients (top-1, then MRR)"}
     write_json(path, spec)
 

@@ -6,9 +6,9 @@ How the model ranks: retrieve-then-rerank (`infer.rerank`). The knowledge ranker
 candidate disease; its top K are scored by the model (log-probability of each disease name); the
 model's ranking of those K, then the ranker's order beyond K. "model + ranker" adds the two scores
 with a weight chosen on held-out synthetic patients (never on real cases). Every output id is a
-candidate by construction. A stronger reference next to the plain ranker: the same ranker with a
-publication prior (`PhenotypeRanker(prior="publications")`), reported and paired with every model
-system.
+candidate by construction. The ranker's prior over diseases is `knowledge.prior` (uniform, as
+LIRICAL, or publications: `PhenotypeRanker(prior=...)`); the same ranker with the other prior is a
+reference, reported and paired with every model system.
 
 Calibration: each system's top-1 confidence (its scores' softmax over the top K, at its first-ranked
 disease) against whether that disease is the gold one, before and after temperature scaling fitted
@@ -83,6 +83,12 @@ def _retrieve(ranker, cases: Sequence[Case], k: int, leave_out: bool) -> list[tu
 
 
 PRIOR_RANKER = "knowledge ranker + publication prior (reference)"
+UNIFORM_RANKER = "knowledge ranker, uniform prior (reference)"
+
+
+def reference_ranker(prior: str) -> tuple[str, str]:
+    """(the reference ranker's name, its prior): the one with the prior the experiment's ranker lacks."""
+    return (PRIOR_RANKER, "publications") if prior == "uniform" else (UNIFORM_RANKER, "uniform")
 
 
 def union_candidates(retrieved, *more) -> list[list[str]]:
@@ -281,7 +287,7 @@ def prepare_rare_ddx_data(cfg: RareDdxConfig, out: Path, timer: StageTimer) -> R
     with timer.stage("HPO knowledge and the knowledge ranker"):
         knowledge = load_hpo()
         candidates = knowledge.candidates(cfg.knowledge.candidates, cfg.knowledge.branch)
-        ranker = PhenotypeRanker(knowledge, candidate_ids=candidates).fit()
+        ranker = PhenotypeRanker(knowledge, candidate_ids=candidates, prior=cfg.knowledge.prior).fit()
         task = rare_ddx_task(knowledge, candidates, cfg.train.max_text_tokens)
         _say(f"HPO {knowledge.version}: {len(candidates)} candidate diseases")
 
@@ -352,24 +358,27 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     s_golds = [list(c.gold) for c in sample]
     s_cov = np.array([covered[sample_idx[c.id]] for c in sample])
     s_obs = [len(c.patient.observed) for c in sample]
-    prior_rows: dict[str, dict] = {}  # the ranker with a publication prior, on the model's cases (a reference)
+    # the reference: the same ranker with the other prior, on all cases and on the model's cases
+    ref_name, ref_prior = reference_ranker(cfg.knowledge.prior)
+    ref_rows: dict[str, dict] = {}
     with timer.stage("knowledge ranker on all cases"):
         modes = [("knowledge ranker", ranker, False)]
-        prior = PhenotypeRanker(knowledge, candidate_ids=candidates, prior="publications").fit()
-        modes.append((PRIOR_RANKER, prior, False))
+        ref = PhenotypeRanker(knowledge, candidate_ids=candidates, prior=ref_prior).fit()
+        modes.append((ref_name, ref, False))
         if cfg.eval.leave_out_own_publication:
-            sole = PhenotypeRanker(knowledge, candidate_ids=candidates, leave_out="sole").fit()
+            sole = PhenotypeRanker(knowledge, candidate_ids=candidates, leave_out="sole",
+                                   prior=cfg.knowledge.prior).fit()
             modes += [("knowledge ranker, own publication left out", ranker, True),
                       ("knowledge ranker, own publication left out (sole)", sole, True),
-                      (f"{PRIOR_RANKER}, own publication left out", prior, True)]
+                      (f"{ref_name}, own publication left out", ref, True)]
         for name, rk, leave in modes:
             ranks = [rk.gold_rank(s, g) for s, g in zip(rk.scores_many((c.patient for c in cases), leave), golds)]
             systems_all[name] = evaluate_ranking(ranks, covered, n_obs, **ev)
-            if rk is prior:
+            if rk is ref:
                 s_ranks = [ranks[sample_idx[c.id]] for c in sample]
-                prior_rows[name] = evaluate_ranking(s_ranks, s_cov, s_obs, **ev)
+                ref_rows[name] = evaluate_ranking(s_ranks, s_cov, s_obs, **ev)
                 if not leave:
-                    prior_hit = np.asarray(s_ranks) == 1
+                    ref_hit = np.asarray(s_ranks) == 1
     v_golds = [list(c.gold) for c in val_cases]
     v_texts, v_ids = d.validation_texts(), [c.id for c in val_cases]
 
@@ -385,7 +394,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     if "left_out" in retrieved:
         systems["knowledge ranker, own publication left out"] = evaluate_ranking(
             [r[2] for r in retrieved["left_out"]], s_cov, s_obs, **ev)
-    systems.update(prior_rows)
+    systems.update(ref_rows)
     synthetic_scores: dict[str, dict] = {"knowledge ranker": _quick(
         [r[2] for r in retrieved["val"]])}
     weights_table = {}
@@ -434,7 +443,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                 write_jsonl(pred_dir / "model_ranker.jsonl", _ranking_rows(s_ids, retrieved["full"], s_ms, w, names))
                 write_jsonl(pred_dir / "knowledge_ranker.jsonl",
                             _ranking_rows(s_ids, retrieved["full"], None, 0.0, names))
-                _store_rerank_settings(out / "model", k, w)
+                _store_rerank_settings(out / "model", k, w, cfg.knowledge.prior)
 
     with timer.stage("calibration of the top-1 confidence"):
         calibration = calibration_report(cal_inputs, s_ids, n_resamples=cfg.eval.n_resamples, seed=cfg.eval.seed)
@@ -448,7 +457,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
         paired = []
         for name, ranks in paired_ranks.items():
             hit = np.asarray(ranks) == 1
-            for other, other_hit in (("knowledge ranker", ranker_hit), (PRIOR_RANKER, prior_hit)):
+            for other, other_hit in (("knowledge ranker", ranker_hit), (ref_name, ref_hit)):
                 paired.append({"system_a": name, "system_b": other,
                                "top1": paired_bootstrap_correct(hit, other_hit, **ev), "mcnemar": mcnemar(hit, other_hit)})
         fidelity = fidelity_report(records, [Record(i, t, None) for i, t in zip(s_ids, s_texts)], seed=cfg.eval.seed)
@@ -493,13 +502,13 @@ def _quick(ranks: Sequence[float]) -> dict:
     return {"top1": m["top1"], "mrr": m["mrr"]}
 
 
-def _store_rerank_settings(model_dir: Path, top_k: int, weight: float) -> None:
+def _store_rerank_settings(model_dir: Path, top_k: int, weight: float, prior: str) -> None:
     """Record in the model's task file how it ranks (used by `synthdx predict --task rare-ddx`)."""
     from ..train.sft import TASK_FILE
 
     path = model_dir / TASK_FILE
     spec = json.loads(path.read_text())
-    spec["rerank"] = {"top_k": top_k, "weight": None if np.isinf(weight) else weight,
+    spec["rerank"] = {"top_k": top_k, "weight": None if np.isinf(weight) else weight, "prior": prior,
                       "weight_chosen_on": "held-out synthetic patients (top-1, then MRR)"}
     write_json(path, spec)
 
@@ -605,7 +614,9 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
     sections = [
         Section("Knowledge ranker on all cases", header=RANKING_HEADER,
                 rows=ranking_rows({**systems_all, **PUBLISHED}),
-                text=("LIRICAL-style likelihood-ratio ranker over phenotype.hpoa. 'Own publication left out': "
+                text=(f"LIRICAL-style likelihood-ratio ranker over phenotype.hpoa, prior over diseases: "
+                      f"{'uniform' if cfg.knowledge.prior == 'uniform' else '1 + publications cited'} (the "
+                      "reference row uses the other prior). 'Own publication left out': "
                       "annotations citing the case's publication are removed for that case (strict: any row "
                       "citing it; sole: rows citing nothing else). Published figures are on another set of "
                       "phenopacket-store cases and quoted for orientation only."),
