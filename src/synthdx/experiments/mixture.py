@@ -197,7 +197,8 @@ class RareDdxPart:
                  pred_dir: Path) -> dict:
         from ..evaluate.paired import mcnemar, paired_bootstrap_correct
         from ..evaluate.ranking import evaluate_ranking
-        from .rare_ddx import _fused_ranks, _model_scores, _ranking_rows, _retrieve, choose_weight, union_candidates
+        from .rare_ddx import (_fused_ranks, _model_scores, _ranking_rows, _retrieve, choose_weight,
+                               store_rerank_settings, union_candidates)
 
         d, ec, k = self.data, self.cfg.eval, self.cfg.rerank.top_k
         sample, val = d.sample, d.val_cases
@@ -245,7 +246,7 @@ class RareDdxPart:
                 hits["model + ranker"][key] = np.asarray(fused) == 1
                 write_jsonl(pred_dir / f"{key}.jsonl", _ranking_rows(d.s_ids, ret, s_ms, w, self.task.names))
                 if key in (JOINT, ALONE):
-                    _store_rerank_settings(Path(path), self.name, k, w, self.cfg.knowledge.prior)
+                    store_rerank_settings(Path(path), k, w, self.cfg.knowledge.prior, task=self.name)
         paired = []
         if JOINT in models and ALONE in models:
             for mode, h in hits.items():
@@ -325,20 +326,6 @@ def _cached_label_sets(path: Path, ids: list[str], model_path: str, task, texts:
     invalid = _invalid_note(info)
     write_json(info_path, {"invalid_outputs": invalid, **info})
     return [p.labels for p in preds], invalid
-
-
-def _store_rerank_settings(model_dir: Path, task: str, top_k: int, weight: float, prior: str) -> None:
-    """How the model ranks, in its task file (read by `synthdx predict --task rare-ddx`): at the top
-    of a one-task spec, in the task's own spec of a jointly trained model."""
-    from ..train.mixture import MULTI_TASK_KIND
-    from ..train.sft import TASK_FILE
-
-    path = model_dir / TASK_FILE
-    spec = json.loads(path.read_text())
-    target = spec["tasks"][task] if spec.get("kind") == MULTI_TASK_KIND else spec
-    target["rerank"] = {"top_k": top_k, "weight": None if np.isinf(weight) else weight, "prior": prior,
-                        "weight_chosen_on": "held-out synthetic patients (top-1, then MRR)"}
-    write_json(path, spec)
 
 
 def _fit_or_reuse(examples, tokenizer, spec: dict, out_dir: Path, train_section, desc: str) -> dict:

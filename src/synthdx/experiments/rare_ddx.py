@@ -443,7 +443,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                 write_jsonl(pred_dir / "model_ranker.jsonl", _ranking_rows(s_ids, retrieved["full"], s_ms, w, names))
                 write_jsonl(pred_dir / "knowledge_ranker.jsonl",
                             _ranking_rows(s_ids, retrieved["full"], None, 0.0, names))
-                _store_rerank_settings(out / "model", k, w, cfg.knowledge.prior)
+                store_rerank_settings(out / "model", k, w, cfg.knowledge.prior)
 
     with timer.stage("calibration of the top-1 confidence"):
         calibration = calibration_report(cal_inputs, s_ids, n_resamples=cfg.eval.n_resamples, seed=cfg.eval.seed)
@@ -502,14 +502,17 @@ def _quick(ranks: Sequence[float]) -> dict:
     return {"top1": m["top1"], "mrr": m["mrr"]}
 
 
-def _store_rerank_settings(model_dir: Path, top_k: int, weight: float, prior: str) -> None:
-    """Record in the model's task file how it ranks (used by `synthdx predict --task rare-ddx`)."""
+def store_rerank_settings(model_dir: Path, top_k: int, weight: float, prior: str, task: str = "rare-ddx") -> None:
+    """How the model ranks, in its task file (read by `synthdx predict --task rare-ddx`): at the top
+    of a one-task spec, in the task's own spec of a jointly trained model (`experiments.mixture`)."""
+    from ..train.mixture import MULTI_TASK_KIND
     from ..train.sft import TASK_FILE
 
     path = model_dir / TASK_FILE
     spec = json.loads(path.read_text())
-    spec["rerank"] = {"top_k": top_k, "weight": None if np.isinf(weight) else weight, "prior": prior,
-                      "weight_chosen_on": "held-out synthetic patients (top-1, then MRR)"}
+    target = spec["tasks"][task] if spec.get("kind") == MULTI_TASK_KIND else spec
+    target["rerank"] = {"top_k": top_k, "weight": None if np.isinf(weight) else weight, "prior": prior,
+                        "weight_chosen_on": "held-out synthetic patients (top-1, then MRR)"}
     write_json(path, spec)
 
 
