@@ -277,7 +277,8 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     rank_file(str(out / "model"), cases, tmp_path / "prior.jsonl")
     prior = PhenotypeRanker(hpo, prior="publications").fit()
     want = [[d for d, _, _ in prior.rank(c.patient, 10)] for c in load_phenopackets(cases)]
-    got = [[e["id"] for e in json.loads(line)["ranking"]] for line in (tmp_path / "prior.jsonl").read_text().splitlines()]
+    rows = (tmp_path / "prior.jsonl").read_text().splitlines()
+    got = [[e["id"] for e in json.loads(line)["ranking"]] for line in rows]
     assert got == want
     uniform = PhenotypeRanker(hpo).fit()
     assert want != [[d for d, _, _ in uniform.rank(c.patient, 10)] for c in load_phenopackets(cases)]

@@ -8,7 +8,6 @@ CPU without them, where bf16 is emulated and ~50x slower), and each dtype's peak
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,13 +20,9 @@ from ..progress import console
 
 def machine() -> dict:
     """The hardware a benchmark ran on, as recorded in its JSON and printed under its table."""
-    from ..models.loading import cpu_name, cpu_supports_bf16
+    from ..models.loading import machine_info
 
-    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cpu_native_bf16": cpu_supports_bf16(), "torch": torch.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    return machine_info()
 
 
 def describe(info: dict) -> str:

@@ -10,7 +10,6 @@ out_dir, cfg, main_kwargs={"progress": report})` (called directly, it trains in 
 from __future__ import annotations
 
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Callable, Sequence
@@ -65,11 +64,9 @@ def cached_records(path: Path, make: Callable[[], list[Record]]) -> list[Record]
 
 
 def hardware() -> dict:
-    from ..models.loading import cpu_name, cpu_supports_bf16
+    from ..models.loading import machine_info
 
-    return {"machine": platform.machine(), "cpu": cpu_name(), "cores": os.cpu_count(),
-            "cpu_native_bf16": cpu_supports_bf16(), "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available()}
+    return {"machine": platform.machine(), **machine_info(), "cuda": torch.cuda.is_available()}
 
 
 def claim_run_dir(out: Path, cfg) -> None:

@@ -45,8 +45,8 @@ class Learner:
 
     def _llm(self, train, test_texts, workdir: Path, seed: int):
         from ..config import TrainSection
-        from ..evaluate import multi_hot
         from ..distributed import on_all_ranks
+        from ..evaluate import multi_hot
         from ..train.sft import TASK_FILE, TrainConfig, train as sft_train
         from .radiology import run_llm_predictions
 

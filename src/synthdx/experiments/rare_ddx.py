@@ -458,8 +458,8 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
         for name, ranks in paired_ranks.items():
             hit = np.asarray(ranks) == 1
             for other, other_hit in (("knowledge ranker", ranker_hit), (ref_name, ref_hit)):
-                paired.append({"system_a": name, "system_b": other,
-                               "top1": paired_bootstrap_correct(hit, other_hit, **ev), "mcnemar": mcnemar(hit, other_hit)})
+                paired.append({"system_a": name, "system_b": other, "top1": paired_bootstrap_correct(hit, other_hit, **ev),
+                               "mcnemar": mcnemar(hit, other_hit)})
         fidelity = fidelity_report(records, [Record(i, t, None) for i, t in zip(s_ids, s_texts)], seed=cfg.eval.seed)
 
     with timer.stage("report"):

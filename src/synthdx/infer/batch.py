@@ -252,7 +252,8 @@ def rank_file(model: str, input_path: Path, output: Path, top_k: int | None = No
     w = weight if weight is not None else settings.get("weight")
     w = float("inf") if w is None else float(w)
     # the ranker the fusion weight was chosen with (older models: the uniform prior)
-    ranker = PhenotypeRanker(knowledge, candidate_ids=list(task.names), prior=settings.get("prior", "uniform")).fit()
+    ranker = PhenotypeRanker(knowledge, candidate_ids=list(task.names),
+                             prior=settings.get("prior", "uniform")).fit()
 
     distributed.init()
     tok = load_tokenizer(model_path)

@@ -146,6 +146,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_info() -> dict:
+    """The hardware and torch a result was measured with: CPU model, cores, torch threads, native
+    bf16, torch version, and the GPU when there is one (benchmark JSONs and run reports)."""
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_native_bf16": cpu_supports_bf16(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 matmuls (AMX or AVX512-BF16): then bf16 is several times
     faster than fp32; without them bf16 is emulated and slower."""

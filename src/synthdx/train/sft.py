@@ -148,8 +148,8 @@ def answer_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         cache = returned_cache(base.model(input_ids=input_ids[:1, :n_prefix], use_cache=True))
         cache.batch_repeat_interleave(rows)
         positions = torch.arange(n_prefix, input_ids.shape[1], device=input_ids.device).unsqueeze(0).expand(rows, -1)
-        hidden = base.model(input_ids=input_ids[:, n_prefix:], attention_mask=attention_mask, **cache_kw(base.model, cache),
-                            position_ids=positions, use_cache=True).last_hidden_state
+        hidden = base.model(input_ids=input_ids[:, n_prefix:], attention_mask=attention_mask,
+                            **cache_kw(base.model, cache), position_ids=positions, use_cache=True).last_hidden_state
         labels = labels[:, n_prefix:]
     else:
         hidden = base.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
