@@ -39,10 +39,21 @@ built = []
 real_build = sft.build_model
 sft.build_model = lambda cfg, device: built.append(real_build(cfg, device)) or built[-1]
 records = [Record(id=f"r{i}", text=t, labels=labels) for i, (t, labels) in enumerate(args["texts"])]
-stats = sft.train(records, radiology_task(), args["out"], sft.TrainConfig(**args["cfg"]), device="cpu")
+
+seen = []
+
+def progress(step, total, loss):
+    seen.append(step)
+    if step == args.get("crash_after"):
+        raise SystemExit(f"crashing after step {step}, as the test asked")
+
+stats = sft.train(records, radiology_task(), args["out"], sft.TrainConfig(**args["cfg"]), device="cpu",
+                  progress=progress)
 rank = int(os.environ.get("RANK", "0"))
-torch.save({k: v.detach().clone() for k, v in built[0].state_dict().items()}, dump / f"rank{rank}.pt")
-(dump / f"rank{rank}.json").write_text(json.dumps(stats))
+# under FSDP a parameter is a DTensor: its local shard is what this rank held while training
+local = {k: (v.to_local() if hasattr(v, "to_local") else v).detach().clone() for k, v in built[0].state_dict().items()}
+torch.save(local, dump / f"rank{rank}.pt")
+(dump / f"rank{rank}.json").write_text(json.dumps({**stats, "seen": seen}))
 '''
 
 
@@ -52,15 +63,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(tmp_path: Path, name: str, tiny_model_dir, nproc: int) -> Path:
+def _run(tmp_path: Path, name: str, tiny_model_dir, nproc: int, crash_after: int | None = None,
+         accelerate_config: Path | None = None, **overrides) -> Path:
+    """Train in `tmp_path/name` (again: resume there); with `crash_after`, every rank exits after that
+    step and the run is expected to fail."""
     run = tmp_path / name
     dump = run / "dump"
-    dump.mkdir(parents=True)
+    dump.mkdir(parents=True, exist_ok=True)
     cfg = dict(model=str(tiny_model_dir), method="full", max_steps=5, batch_size=4, learning_rate=1e-3,
                warmup_steps=1, precision="fp32", save_every=2, max_text_tokens=96, seed=3)
+    cfg.update(overrides)
     (run / "args.json").write_text(json.dumps({"out": str(run / "out"), "dump": str(dump), "cfg": cfg,
-                                               "texts": TEXTS}))
-    script = tmp_path / "ddp_train.py"
+                                               "texts": TEXTS, "crash_after": crash_after}))
+    script = tmp_path / f"{name}_train.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "MASTER_ADDR": "127.0.0.1"}
@@ -70,9 +85,15 @@ def _run(tmp_path: Path, name: str, tiny_model_dir, nproc: int) -> Path:
         env["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo's traffic on the loopback interface
     launch = ([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] if nproc > 1 else [sys.executable])
+    if accelerate_config is not None:
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+                  "--main_process_port", str(_free_port())]
     proc = subprocess.run(launch + [str(script), str(run / "args.json")], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    if crash_after is not None:
+        assert proc.returncode != 0 and "crashing after step" in proc.stdout + proc.stderr, proc.stderr[-5000:]
+    else:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return run
 
 
@@ -105,3 +126,100 @@ def test_two_processes_train_the_same_model_as_one(tmp_path, tiny_model_dir):
         assert s0[key] == s1[key] == s[key], key  # stats summed over ranks
     assert s0["losses"] == s1["losses"]
     assert s0["losses"] == pytest.approx(s["losses"], rel=1e-4)  # the global-batch mean, as in 1 process
+
+
+def _saved(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "out" / "model" / "model.safetensors"))
+
+
+def _assert_close_models(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for k in a:
+        # tolerance as in the DDP test above: gloo sums the ranks' halves in another order
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_fsdp_shards_the_model_and_trains_the_same_model_as_one_process(tmp_path, tiny_model_dir, method):
+    """FSDP2 on 2 processes: each rank holds half of every parameter while training, and the model rank
+    0 gathers and writes (LoRA: merged) is the 1-process run's."""
+    extra = {"method": method, "lora_dropout": 0.0} if method == "lora" else {}
+    fsdp = _run(tmp_path, "fsdp", tiny_model_dir, nproc=2, parallel="fsdp", **extra)
+    single = _run(tmp_path, "single", tiny_model_dir, nproc=1, parallel="fsdp", **extra)
+
+    one = _saved(single)
+    _assert_close_models(_saved(fsdp), one)
+    start = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert any(not torch.equal(start[k], one[k]) for k in start)  # training moved the weights
+
+    shards = [torch.load(fsdp / "dump" / f"rank{r}.pt") for r in (0, 1)]
+    whole = torch.load(single / "dump" / "rank0.pt")
+    embed = next(k for k in whole if k.endswith("embed_tokens.weight"))
+    for r in (0, 1):  # dim-0 sharding: each rank held half of the rows
+        assert shards[r][embed].shape[0] == whole[embed].shape[0] // 2
+    assert not torch.equal(shards[0][embed], shards[1][embed])
+    assert not (fsdp / "out" / "checkpoints").exists()
+
+    s0, s1, s = (json.loads((run / "dump" / name).read_text())
+                 for run, name in ((fsdp, "rank0.json"), (fsdp, "rank1.json"), (single, "rank0.json")))
+    assert s0["steps"] == s["steps"] == 5 and s0["losses"] == s1["losses"]
+    assert s0["tokens"] == s["tokens"] and s0["answer_tokens"] == s["answer_tokens"]
+    assert s0["losses"] == pytest.approx(s["losses"], rel=1e-4)
+
+
+def test_fsdp_resumes_checkpoints_across_process_counts(tmp_path, tiny_model_dir):
+    """Checkpoints hold whole tensors whatever wrote them: a 1-process run that dies after step 3 resumes
+    under 2-process FSDP (from its step-2 checkpoint) and ends at the uninterrupted run's model, and an
+    FSDP run that dies resumes as one process to the same model."""
+    straight = _saved(_run(tmp_path, "straight", tiny_model_dir, nproc=1))
+
+    _run(tmp_path, "single-then-fsdp", tiny_model_dir, nproc=1, crash_after=3)
+    assert (tmp_path / "single-then-fsdp" / "out" / "checkpoints" / "step-000002").is_dir()
+    resumed = _run(tmp_path, "single-then-fsdp", tiny_model_dir, nproc=2, parallel="fsdp")
+    _assert_close_models(_saved(resumed), straight)
+    for r in (0, 1):
+        assert json.loads((resumed / "dump" / f"rank{r}.json").read_text())["seen"] == [3, 4, 5]
+
+    _run(tmp_path, "fsdp-then-single", tiny_model_dir, nproc=2, crash_after=3, parallel="fsdp")
+    assert (tmp_path / "fsdp-then-single" / "out" / "checkpoints" / "step-000002").is_dir()
+    resumed = _run(tmp_path, "fsdp-then-single", tiny_model_dir, nproc=1)
+    _assert_close_models(_saved(resumed), straight)
+    assert json.loads((resumed / "dump" / "rank0.json").read_text())["seen"] == [3, 4, 5]
+
+
+def test_accelerate_launch_with_the_shipped_fsdp_config_shards(tmp_path, tiny_model_dir):
+    """`accelerate launch --config_file configs/accelerate/fsdp-shard-grad-op.yaml`, made to run on 2 CPU
+    processes (use_cpu, 2 processes; its fsdp_config as shipped): training picks FSDP by itself
+    (`parallel: auto`), with the config's ZeRO-2-like resharding, and rank 0 writes the model."""
+    import yaml
+
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "configs/accelerate/fsdp-shard-grad-op.yaml").read_text())
+    cpu = {**shipped, "use_cpu": True, "num_processes": 2, "mixed_precision": "no"}
+    cpu.pop("gpu_ids", None)
+    config = tmp_path / "cpu-fsdp.yaml"
+    config.write_text(yaml.safe_dump(cpu))
+    run = _run(tmp_path, "accelerate", tiny_model_dir, nproc=2, accelerate_config=config)
+    rows = load_file(str(tiny_model_dir / "model.safetensors"))["model.embed_tokens.weight"].shape[0]
+    for r in (0, 1):
+        stats = json.loads((run / "dump" / f"rank{r}.json").read_text())
+        assert stats["parallel"] == "fsdp (shard-grad-op)" and stats["processes"] == 2
+        shard = next(v for k, v in torch.load(run / "dump" / f"rank{r}.pt").items() if k.endswith("embed_tokens.weight"))
+        assert shard.shape[0] == rows // 2
+    assert (run / "out" / "model" / "model.safetensors").is_file()
+
+
+def test_parallel_mode_follows_the_launcher(monkeypatch):
+    from synthdx.errors import SynthdxError
+    from synthdx.train.sft import _parallel_mode, _reshard_after_forward
+
+    for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "FSDP_RESHARD_AFTER_FORWARD"):
+        monkeypatch.delenv(k, raising=False)
+    assert _parallel_mode("auto") == "ddp" and _parallel_mode("fsdp") == "fsdp" and _reshard_after_forward()
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert _parallel_mode("auto") == "fsdp" and _parallel_mode("ddp") == "ddp"
+    for value, expected in (("false", False), ("SHARD_GRAD_OP", False), ("true", True), ("FULL_SHARD", True)):
+        monkeypatch.setenv("FSDP_RESHARD_AFTER_FORWARD", value)
+        assert _reshard_after_forward() is expected, value
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(SynthdxError, match="DeepSpeed"):
+        _parallel_mode("auto")

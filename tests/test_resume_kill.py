@@ -244,7 +244,8 @@ def test_save_checkpoint_is_atomic(tmp_path, tiny_model_dir, monkeypatch):
     cfg = TrainConfig(**_cfg_dict(tiny_model_dir, "full"))
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters())
-    _save_checkpoint(tmp_path, 3, model, optimizer, cfg, {"losses": [1.0]})
+    trainable = {k: v.detach().clone() for k, v in model.named_parameters()}
+    _save_checkpoint(tmp_path, 3, trainable, optimizer.state_dict(), cfg, {"losses": [1.0]})
     assert _latest_checkpoint(tmp_path).name == "step-000003"
 
     def broken_save(obj, f, *a, **kw):
@@ -253,6 +254,6 @@ def test_save_checkpoint_is_atomic(tmp_path, tiny_model_dir, monkeypatch):
 
     monkeypatch.setattr(sft.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        _save_checkpoint(tmp_path, 6, model, optimizer, cfg, {"losses": [1.0, 0.5]})
+        _save_checkpoint(tmp_path, 6, trainable, optimizer.state_dict(), cfg, {"losses": [1.0, 0.5]})
     assert not (tmp_path / "step-000006").exists()
     assert _latest_checkpoint(tmp_path).name == "step-000003"

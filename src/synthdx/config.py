@@ -58,6 +58,9 @@ class TrainSection(_Strict):
     seed: int = 0
     save_every: int = Field(25, ge=0)
     max_text_tokens: int = Field(320, ge=16)
+    parallel: Literal["auto", "ddp", "fsdp"] = Field("auto", description=(
+        "With several processes (torchrun / accelerate launch): ddp replicates the model, fsdp shards it; "
+        "auto: fsdp under an accelerate FSDP config, else ddp."))
 
 
 class EvalConfig(_Strict):

@@ -4,7 +4,8 @@ Read top to bottom: setup (seed, tokenise once, model, optimiser) -> fit (length
 loss on answer tokens only, bf16 autocast where the hardware has it, checkpoints) -> save (LoRA
 merged into the base, so the output directory is a plain model any tool can load).
 A run that is interrupted resumes from its last checkpoint in `out_dir/checkpoints`.
-Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1) it trains data-parallel (DDP): see `_Distributed`.
+Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1) it trains data-parallel, the model replicated
+(DDP) or sharded over the processes (FSDP2, `parallel: fsdp`): see `_Distributed`.
 """
 
 from __future__ import annotations
@@ -65,12 +66,19 @@ class TrainConfig:
     max_text_tokens: int = 320
     share_prefix: bool = True
     """Encode the prompt prefix every example of a batch shares once per batch (exact; faster)."""
+    parallel: str = "auto"
+    """With several processes: 'ddp' (every rank holds the whole model and optimizer state), 'fsdp'
+    (FSDP2: parameters, gradients and optimizer state sharded over the ranks, each transformer layer
+    gathered only while it runs), or 'auto': fsdp when `accelerate launch` was given an FSDP config
+    (ACCELERATE_USE_FSDP), else ddp. Ignored in a 1-process run."""
 
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
             raise ValueError(f"method must be 'lora' or 'full', not {self.method!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
+        if self.parallel not in ("auto", "ddp", "fsdp"):
+            raise ValueError(f"parallel must be auto, ddp or fsdp, not {self.parallel!r}")
         if self.learning_rate is None:
             self.learning_rate = 5e-4 if self.method == "lora" else 5e-5
         if self.batch_size < 1 or self.learning_rate <= 0 or self.epochs <= 0:
@@ -172,20 +180,55 @@ class _SummedAnswerLoss(torch.nn.Module):
         return answer_loss_sum(self.model, input_ids, attention_mask, labels, n_prefix)[0]
 
 
+def _parallel_mode(requested: str) -> str:
+    """'ddp' or 'fsdp' for `TrainConfig.parallel` (see there) under this launcher's environment."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        from ..errors import SynthdxError
+
+        raise SynthdxError("synthdx does not integrate DeepSpeed: launch with configs/accelerate/fsdp.yaml "
+                           "(ZeRO-3-like) or fsdp-shard-grad-op.yaml (ZeRO-2-like) instead")
+    if requested != "auto":
+        return requested
+    return "fsdp" if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" else "ddp"
+
+
+def _reshard_after_forward() -> bool:
+    """FSDP's choice, from an accelerate config (`fsdp_reshard_after_forward`, which accelerate also
+    accepts as a v1 sharding strategy): true frees each layer's gathered weights after its forward
+    pass too (ZeRO-3-like: least memory); false keeps them until its backward (ZeRO-2-like: gradients
+    and optimizer state sharded, less communication). Default true."""
+    value = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").strip().lower()
+    return value not in ("false", "shard_grad_op", "hybrid_shard_zero2", "2", "5")
+
+
+def _full(t):
+    """A DTensor's whole value (collective: every rank must call it in the same order); a tensor as is."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
 class _Distributed:
     """Data-parallel training when launched by torchrun / accelerate (WORLD_SIZE > 1); a no-op otherwise.
 
     Every rank builds the same seeded batch schedule and takes `batch[rank::world]`, so the global batch
     size and the number of optimiser steps equal a 1-process run's. The loss stays the mean over the
     answer tokens of the *global* batch: the answer-token count is all-reduced before the forward pass,
-    each rank's loss is its token sum / that global count * world, and DDP's gradient averaging (divide by
-    world) turns the sum over ranks back into exactly the 1-process gradient (up to summation order).
-    Only rank 0 writes checkpoints and the model; the others wait at a barrier."""
+    each rank's loss is its token sum / that global count * world, and the gradient averaging of DDP or
+    FSDP (divide by world) turns the sum over ranks back into exactly the 1-process gradient (up to
+    summation order).
 
-    def __init__(self, device: str):
+    DDP replicates the model and optimizer state on every rank. FSDP (torch's FSDP2 `fully_shard`) shards
+    them: each transformer layer (HF's `_no_split_modules`) is one unit, all-gathered just before it runs
+    and freed after; embeddings, final norm and head form the root unit. Checkpoints and the final model
+    hold whole tensors in the same layout as a 1-process run's (so a run resumes under either mode or
+    none): every rank takes part in gathering them, rank 0 writes; the others wait at a barrier."""
+
+    def __init__(self, device: str, parallel: str = "auto"):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.enabled = self.world > 1 and torch.distributed.is_available()
         self.rank, self.owns_group, self.device = 0, False, device
+        self.mode = _parallel_mode(parallel) if self.enabled else "none"
         if not self.enabled:
             self.world = 1
             return
@@ -203,11 +246,75 @@ class _Distributed:
     def main(self) -> bool:
         return self.rank == 0
 
-    def wrap(self, model):
-        from torch.nn.parallel import DistributedDataParallel
+    @property
+    def sharded(self) -> bool:
+        return self.mode == "fsdp"
 
-        ids = [torch.device(self.device).index] if self.device.startswith("cuda") else None
-        return DistributedDataParallel(_SummedAnswerLoss(model), device_ids=ids)
+    def wrap(self, model, dtype: torch.dtype):
+        """The module whose forward computes the summed answer loss, wrapped for gradient synchronisation.
+        Under FSDP the model's parameters become DTensor shards here: build the optimizer after."""
+        loss_module = _SummedAnswerLoss(model)
+        if not self.sharded:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [torch.device(self.device).index] if self.device.startswith("cuda") else None
+            return DistributedDataParallel(loss_module, device_ids=ids)
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        # bf16 compute with fp32 master weights and fp32 gradient reduction
+        mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) \
+            if dtype != torch.float32 else MixedPrecisionPolicy()
+        reshard = _reshard_after_forward()
+        wanted = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP")
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        layer_types = set(wanted.split(",")) if wanted else set(getattr(base, "_no_split_modules", None) or ())
+        layers = [m for m in model.modules() if type(m).__name__ in layer_types]
+        if not layers:
+            raise ValueError(f"FSDP found no transformer layers to shard in {type(base).__name__} "
+                             "(set FSDP_TRANSFORMER_CLS_TO_WRAP to the layer class name)")
+        for layer in layers:
+            fully_shard(layer, mp_policy=mp, reshard_after_forward=reshard)
+        return fully_shard(loss_module, mp_policy=mp, reshard_after_forward=reshard)
+
+    def full_state(self, model, trainable_only: bool) -> dict[str, torch.Tensor] | None:
+        """Whole-tensor copies of the model's trainable parameters (or of its full state dict) on
+        rank 0; None elsewhere. Collective under FSDP: every rank must call it."""
+        items = ([(k, v) for k, v in model.named_parameters() if v.requires_grad] if trainable_only
+                 else list(model.state_dict().items()))
+        out = {}
+        for k, v in items:
+            whole = _full(v.detach()) if self.sharded else v.detach()
+            if self.main:
+                out[k] = whole.clone()
+        return out if self.main else None
+
+    def full_optimizer_state(self, optimizer) -> dict | None:
+        """The optimizer's state dict with whole tensors on rank 0 (None elsewhere): the layout of a
+        1-process run's `optimizer.state_dict()`. Collective under FSDP."""
+        if not self.sharded:
+            return optimizer.state_dict() if self.main else None
+        state = optimizer.state_dict()
+        for key in sorted(state["state"]):
+            state["state"][key] = {name: _full(v).cpu() if torch.is_tensor(v) else v
+                                   for name, v in state["state"][key].items()}
+        return state if self.main else None
+
+    def load_optimizer_state(self, optimizer, state: dict) -> None:
+        """Load a whole-tensor optimizer state (as `full_optimizer_state` writes); under FSDP each
+        rank keeps the shard of every tensor that matches its parameter's."""
+        if self.sharded:
+            from torch.distributed.tensor import DTensor, distribute_tensor
+
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            ids = [i for group in state["param_groups"] for i in group["params"]]
+            for i, p in zip(ids, params):
+                if not isinstance(p, DTensor) or i not in state["state"]:
+                    continue
+                state["state"][i] = {
+                    name: distribute_tensor(v.to(p.device), p.device_mesh, p.placements)
+                    if torch.is_tensor(v) and v.shape == p.shape else v
+                    for name, v in state["state"][i].items()}
+        optimizer.load_state_dict(state)
 
     def sum(self, values: list[float]) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
@@ -230,14 +337,11 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _trainable_state(model, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
-
-
 CHECKPOINT_MANIFEST = "complete.json"
 
 
-def _save_checkpoint(ckpt_root: Path, step: int, model, optimizer, cfg: TrainConfig, stats: dict) -> None:
+def _save_checkpoint(ckpt_root: Path, step: int, trainable: dict, optimizer_state: dict, cfg: TrainConfig,
+                     stats: dict) -> None:
     """Write everything into a hidden temporary directory, a manifest (the state file's size) last,
     then rename it to `step-NNNNNN`: a kill at any moment leaves either no `step-*` directory for this
     step or a complete one. Only complete checkpoints count when the oldest are pruned."""
@@ -248,7 +352,7 @@ def _save_checkpoint(ckpt_root: Path, step: int, model, optimizer, cfg: TrainCon
     rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():  # dropout on a GPU draws from the CUDA generators
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"trainable": _trainable_state(model, cfg), "optimizer": optimizer.state_dict(),
+    torch.save({"trainable": trainable, "optimizer": optimizer_state,
                 "step": step, "stats": stats, "rng": rng}, tmp / "state.pt")
     write_json(tmp / "train_config.json", asdict(cfg))
     write_json(tmp / CHECKPOINT_MANIFEST, {"step": step, "state_bytes": (tmp / "state.pt").stat().st_size})
@@ -350,7 +454,7 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
 
     out_dir = Path(out_dir)
     device = device or default_device()
-    ddp = _Distributed(device)
+    ddp = _Distributed(device, cfg.parallel)
     device = ddp.device
     set_seed(cfg.seed)
     if not examples:
@@ -361,13 +465,11 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
     dtype = pick_dtype(device, cfg.precision)
 
     model = build_model(cfg, device)
-    frozen = cast_frozen_linear_weights(model, dtype)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  fused=_fused_adamw(params))
+    # FSDP casts for compute itself (its mixed-precision policy) and shards these weights
+    frozen = {} if ddp.sharded else cast_frozen_linear_weights(model, dtype)
     ckpt_root = out_dir / "checkpoints"
     stats = {"losses": [], "step_tokens": [], "tokens": 0, "answer_tokens": 0, "seconds": 0.0}
-    start = 0
+    start, state = 0, None
     for latest in _checkpoints(ckpt_root):
         try:
             state = torch.load(latest / "state.pt", weights_only=False)
@@ -378,15 +480,22 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
         with torch.no_grad():
             for k, v in state["trainable"].items():
                 named[k].copy_(v)
-        optimizer.load_state_dict(state["optimizer"])
         start, stats = state["step"], state["stats"]
+        log.info("resuming from %s (step %d of %d)", latest, start, total)
+        break
+    # after the resume: DDP broadcasts rank 0's weights, FSDP shards the loaded ones
+    ddp_model = ddp.wrap(model, dtype) if ddp.enabled else None
+    params = [p for p in model.parameters() if p.requires_grad]  # under FSDP: this rank's shards
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  fused=_fused_adamw(params))
+    if state is not None:
+        ddp.load_optimizer_state(optimizer, state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         if state["rng"].get("cuda") is not None and torch.cuda.device_count() == len(state["rng"]["cuda"]):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        log.info("resuming from %s (step %d of %d)", latest, start, total)
-        break
+        state = None
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     schedule: list[list[int]] = []
@@ -395,7 +504,6 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
         schedule += length_grouped_batches(lengths, cfg.batch_size, cfg.seed + epoch)
         epoch += 1
     model.train()
-    ddp_model = ddp.wrap(model) if ddp.enabled else None  # after the resume: DDP broadcasts rank 0's weights
     autocast = (torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32
                 else torch.autocast(device.split(":")[0], enabled=False))
     t0 = time.time() - stats["seconds"]
@@ -410,8 +518,10 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, total, cfg)
         n_tokens = int(batch["attention_mask"].sum()) if mine else 0
+        # not under FSDP: it frees a layer's gathered weights after the layer's first backward, and the
+        # prefix pass runs each layer twice, so its backward would find them gone
         n_prefix = shared_prefix_length(batch["input_ids"], batch["attention_mask"], batch["labels"]) \
-            if cfg.share_prefix else 0
+            if cfg.share_prefix and not ddp.sharded else 0
         if ddp_model is None:
             with autocast:
                 loss, n_answer = answer_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
@@ -437,14 +547,22 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
         if progress:
             progress(step + 1, total, loss_value)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
+            trainable, optimizer_state = ddp.full_state(model, trainable_only=True), ddp.full_optimizer_state(optimizer)
             if ddp.main:
-                _save_checkpoint(ckpt_root, step + 1, model, optimizer, cfg, stats)
+                _save_checkpoint(ckpt_root, step + 1, trainable, optimizer_state, cfg, stats)
             ddp.barrier()
 
     stats.update(steps=total, examples=len(examples), dtype=str(dtype).replace("torch.", ""),
-                 truncated=sum(e.truncated for e in examples), device=device,
+                 truncated=sum(e.truncated for e in examples), device=device, processes=ddp.world,
+                 parallel=ddp.mode + ("" if not ddp.sharded or _reshard_after_forward() else " (shard-grad-op)"),
                  tokens_per_second=round(stats["tokens"] / max(stats["seconds"], 1e-9), 1))
     restore_weights(frozen)  # the fp32 originals: LoRA merges into them
+    if ddp.sharded:  # gather the shards into a plain copy of the model on rank 0's CPU
+        whole = ddp.full_state(model, trainable_only=False)
+        model = None
+        if ddp.main:
+            model = build_model(cfg, "cpu")
+            model.load_state_dict({k: v.cpu() for k, v in whole.items()})
     if ddp.main:
         save_model(model, tokenizer, task_spec, out_dir, cfg, stats)
         shutil.rmtree(ckpt_root, ignore_errors=True)
