@@ -51,7 +51,8 @@ stats = sft.train(records, radiology_task(), args["out"], sft.TrainConfig(**args
                   progress=progress)
 rank = int(os.environ.get("RANK", "0"))
 # under FSDP a parameter is a DTensor: its local shard is what this rank held while training
-local = {k: (v.to_local() if hasattr(v, "to_local") else v).detach().clone() for k, v in built[0].state_dict().items()}
+local = {k: (v.to_local() if hasattr(v, "to_local") else v).detach().clone()
+         for k, v in built[0].state_dict().items()}
 torch.save(local, dump / f"rank{rank}.pt")
 (dump / f"rank{rank}.json").write_text(json.dumps({**stats, "seen": seen}))
 '''
@@ -193,7 +194,8 @@ def test_accelerate_launch_with_the_shipped_fsdp_config_shards(tmp_path, tiny_mo
     (`parallel: auto`), with the config's ZeRO-2-like resharding, and rank 0 writes the model."""
     import yaml
 
-    shipped = yaml.safe_load((Path(__file__).parents[1] / "configs/accelerate/fsdp-shard-grad-op.yaml").read_text())
+    shipped_file = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp-shard-grad-op.yaml"
+    shipped = yaml.safe_load(shipped_file.read_text())
     cpu = {**shipped, "use_cpu": True, "num_processes": 2, "mixed_precision": "no"}
     cpu.pop("gpu_ids", None)
     config = tmp_path / "cpu-fsdp.yaml"
@@ -203,7 +205,8 @@ def test_accelerate_launch_with_the_shipped_fsdp_config_shards(tmp_path, tiny_mo
     for r in (0, 1):
         stats = json.loads((run / "dump" / f"rank{r}.json").read_text())
         assert stats["parallel"] == "fsdp (shard-grad-op)" and stats["processes"] == 2
-        shard = next(v for k, v in torch.load(run / "dump" / f"rank{r}.pt").items() if k.endswith("embed_tokens.weight"))
+        local = torch.load(run / "dump" / f"rank{r}.pt")
+        shard = next(v for k, v in local.items() if k.endswith("embed_tokens.weight"))
         assert shard.shape[0] == rows // 2
     assert (run / "out" / "model" / "model.safetensors").is_file()
 

@@ -200,9 +200,11 @@ def test_label_two_processes_write_the_one_process_file(tmp_path):
 
 @needs_gloo
 @pytest.mark.slow  # ~1-2 min on 2 shared cores
-def test_run_trains_on_every_rank_and_runs_the_other_stages_once(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_run_trains_on_every_rank_and_runs_the_other_stages_once(tmp_path, tiny_model_dir, parallel):
     """`synthdx run` under torchrun: rank 0 alone prepares data, predicts, evaluates and reports
-    (each stage logged once); rank 1 joins the training (its log says so); the run is complete."""
+    (each stage logged once); rank 1 joins the training (its log says so), replicated or sharded;
+    the run is complete."""
     import yaml
 
     from synthdx.io import write_jsonl
@@ -214,7 +216,7 @@ def test_run_trains_on_every_rank_and_runs_the_other_stages_once(tmp_path, tiny_
     cfg = {"data": {"path": str(data), "loader": "jsonl", "test_fraction": 0.3, "validation_fraction": 0.25},
            "synthetic": {"n": 12, "seed": 0},
            "train": {"model": str(tiny_model_dir), "method": "full", "max_steps": 2, "batch_size": 4,
-                     "save_every": 0, "precision": "fp32"},
+                     "save_every": 0, "precision": "fp32", "parallel": parallel},
            "eval": {"zero_shot": False, "free_generation_sample": 0, "n_resamples": 100, "error_examples": 0}}
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -229,6 +231,8 @@ def test_run_trains_on_every_rank_and_runs_the_other_stages_once(tmp_path, tiny_
     assert stages and len(stages) == len(set(stages))  # every stage ran once, not once per rank
     stats = json.loads((out / "metrics.json").read_text())
     assert stats  # written once, complete JSON
+    trained = json.loads((out / "model" / "synthdx_task.json").read_text())["train_stats"]
+    assert trained["processes"] == 2 and trained["parallel"] == parallel
 
 
 @needs_gloo

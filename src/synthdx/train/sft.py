@@ -547,14 +547,16 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
         if progress:
             progress(step + 1, total, loss_value)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
-            trainable, optimizer_state = ddp.full_state(model, trainable_only=True), ddp.full_optimizer_state(optimizer)
+            trainable = ddp.full_state(model, trainable_only=True)
+            optimizer_state = ddp.full_optimizer_state(optimizer)
             if ddp.main:
                 _save_checkpoint(ckpt_root, step + 1, trainable, optimizer_state, cfg, stats)
             ddp.barrier()
 
     stats.update(steps=total, examples=len(examples), dtype=str(dtype).replace("torch.", ""),
                  truncated=sum(e.truncated for e in examples), device=device, processes=ddp.world,
-                 parallel=ddp.mode + ("" if not ddp.sharded or _reshard_after_forward() else " (shard-grad-op)"),
+                 parallel=ddp.mode + ("" if not ddp.sharded or _reshard_after_forward()
+                                      else " (shard-grad-op)"),
                  tokens_per_second=round(stats["tokens"] / max(stats["seconds"], 1e-9), 1))
     restore_weights(frozen)  # the fp32 originals: LoRA merges into them
     if ddp.sharded:  # gather the shards into a plain copy of the model on rank 0's CPU
