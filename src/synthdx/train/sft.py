@@ -284,8 +284,8 @@ class _Distributed:
         out = {}
         for k, v in items:
             whole = _full(v.detach()) if self.sharded else v.detach()
-            if self.main:
-                out[k] = whole.clone()
+            if self.main:  # on the CPU: one GPU need not hold the whole model
+                out[k] = whole.to("cpu", copy=True)
         return out if self.main else None
 
     def full_optimizer_state(self, optimizer) -> dict | None:
@@ -472,7 +472,7 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
     start, state = 0, None
     for latest in _checkpoints(ckpt_root):
         try:
-            state = torch.load(latest / "state.pt", weights_only=False)
+            state = torch.load(latest / "state.pt", weights_only=False, map_location="cpu")
         except Exception as e:  # a checkpoint damaged after it was written: fall back to the one before
             log.warning("skipping unreadable checkpoint %s: %s", latest, e)
             continue
@@ -564,7 +564,7 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
         model = None
         if ddp.main:
             model = build_model(cfg, "cpu")
-            model.load_state_dict({k: v.cpu() for k, v in whole.items()})
+            model.load_state_dict(whole)
     if ddp.main:
         save_model(model, tokenizer, task_spec, out_dir, cfg, stats)
         shutil.rmtree(ckpt_root, ignore_errors=True)
