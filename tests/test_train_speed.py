@@ -115,8 +115,13 @@ def test_train_benchmark_runs_both_paths_and_writes_its_json(tmp_path, tiny_mode
 
     monkeypatch.setattr(bench, "peaks", lambda device: {"fp32": 1e10, "bf16": 1e9, "best": 1e10, "best_dtype": "fp32"})
     out = tmp_path / "bench.json"
-    result = bench.run_train_bench(out, model=str(tiny_model_dir), methods=["lora"], steps=1, batch_size=2)
+    result = bench.run_train_bench(out, model=str(tiny_model_dir), methods=["lora"], steps=1, batch_size=2,
+                                   lora_dropout=0.1, profile=True)
     saved = json.loads(out.read_text())
+    assert saved["settings"]["lora_dropout"] == 0.1
+    top = saved["methods"]["lora"]["profile"]
+    assert top and all(0 <= o["self_cpu_share"] <= 1 and o["calls"] > 0 for o in top)
+    assert any(o["op"] in ("aten::mm", "aten::addmm", "aten::linear") for o in top)  # it saw the training step
     assert saved["speedup"] == pytest.approx(result["speedup"]) and saved["speedup"] > 0
     lora = saved["methods"]["lora"]
     for path in ("plain", "synthdx"):

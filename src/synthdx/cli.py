@@ -308,6 +308,10 @@ def bench_train(out: Path = typer.Option(..., "--out", "-o", help="Result JSON."
                 steps: int = typer.Option(4, min=1, help="Timed optimiser steps per path (after one warm-up step)."),
                 batch_size: int = typer.Option(8, min=1, help="Examples per step (both paths)."),
                 pool: int = typer.Option(256, min=1, help="Examples both paths draw their batches from."),
+                lora_dropout: Optional[float] = typer.Option(
+                    None, min=0.0, max=0.99, help="Both paths' LoRA dropout (default: train's, 0.05)."),
+                profile: bool = typer.Option(False, "--profile", help=(
+                    "Also run our path under the torch profiler (separately) and print its top operators.")),
                 verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Training tokens/s, peak memory and MFU: synthdx's loop vs transformers Trainer + peft (fp32,
     defaults), on the same examples, in one run; `speedup` = ours / plain."""
@@ -316,7 +320,8 @@ def bench_train(out: Path = typer.Option(..., "--out", "-o", help="Result JSON."
 
     try:
         run_train_bench(out, model=model, methods=[m.strip() for m in methods.split(",") if m.strip()],
-                        steps=steps, batch_size=batch_size, pool=pool)
+                        steps=steps, batch_size=batch_size, pool=pool, lora_dropout=lora_dropout,
+                        profile=profile)
     except (SynthdxError, ValueError) as e:
         _fail(e)
 

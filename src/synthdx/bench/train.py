@@ -70,11 +70,12 @@ def _batch_shape(input_ids, attention_mask, labels) -> dict:
             "prefix": int(same.long().cumprod(0).sum()) if input_ids.shape[0] > 1 else 0}
 
 
-def _train_config(method: str, model: str, steps: int, batch_size: int):
+def _train_config(method: str, model: str, steps: int, batch_size: int, lora_dropout: float | None = None):
     from ..train.sft import TrainConfig
 
+    extra = {} if lora_dropout is None else {"lora_dropout": lora_dropout}
     return TrainConfig(model=model, method=method, max_steps=steps + 1, batch_size=batch_size,
-                       warmup_steps=1, save_every=0)
+                       warmup_steps=1, save_every=0, **extra)
 
 
 def _peak_memory_mib(device: str) -> float:
@@ -85,11 +86,12 @@ def _peak_memory_mib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _ours(method: str, model: str, steps: int, batch_size: int, n_examples: int, device: str) -> dict:
+def _ours(method: str, model: str, steps: int, batch_size: int, n_examples: int, device: str,
+          lora_dropout: float | None = None) -> dict:
     from ..models.loading import load_tokenizer, pick_dtype
     from ..train.sft import fit
 
-    cfg = _train_config(method, model, steps, batch_size)
+    cfg = _train_config(method, model, steps, batch_size, lora_dropout)
     tok = load_tokenizer(model)
     task, examples = bench_examples(tok, n_examples)
     ends: list[float] = []
@@ -102,6 +104,37 @@ def _ours(method: str, model: str, steps: int, batch_size: int, n_examples: int,
     return {"seconds": ends[-1] - ends[0], "tokens": sum(stats["step_tokens"][1:]),
             "dtype": str(pick_dtype(device, cfg.precision)).replace("torch.", ""),
             "peak_memory_mib": _peak_memory_mib(device), "batches": _batches_after_warmup(examples, tok, cfg, stats)}
+
+
+def _profile_ours(method: str, model: str, steps: int, batch_size: int, n_examples: int, device: str,
+                  lora_dropout: float | None = None, top: int = 12) -> list[dict]:
+    """Our path again, its steps after the warm-up under the torch profiler (a separate run: the
+    profiler's overhead stays out of the timed figures). The `top` operators by self CPU time, with
+    their share of the total."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ..models.loading import load_tokenizer
+    from ..train.sft import fit
+
+    cfg = _train_config(method, model, steps, batch_size, lora_dropout)
+    tok = load_tokenizer(model)
+    task, examples = bench_examples(tok, n_examples)
+    prof = profile(activities=[ProfilerActivity.CPU])
+    out = Path(tempfile.mkdtemp(prefix="synthdx-bench-"))
+
+    def progress(step, total, loss):
+        if step == 1:  # the warm-up step is done
+            prof.start()
+
+    try:
+        fit(examples, tok, task.spec(), out, cfg, device=device, progress=progress)
+    finally:
+        prof.stop()
+        shutil.rmtree(out, ignore_errors=True)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) or 1
+    return [{"op": e.key, "self_cpu_share": round(e.self_cpu_time_total / total, 4), "calls": e.count}
+            for e in ops[:top]]
 
 
 def _batches_after_warmup(examples, tokenizer, cfg, stats) -> list[dict]:
@@ -118,7 +151,8 @@ def _batches_after_warmup(examples, tokenizer, cfg, stats) -> list[dict]:
     return shapes
 
 
-def _plain(method: str, model: str, steps: int, batch_size: int, n_examples: int, device: str) -> dict:
+def _plain(method: str, model: str, steps: int, batch_size: int, n_examples: int, device: str,
+           lora_dropout: float | None = None) -> dict:
     """transformers Trainer + peft with default settings, fp32."""
     import torch
     from transformers import (
@@ -131,7 +165,7 @@ def _plain(method: str, model: str, steps: int, batch_size: int, n_examples: int
 
     from ..models.loading import load_tokenizer, resolve_model_path
 
-    cfg = _train_config(method, model, steps, batch_size)
+    cfg = _train_config(method, model, steps, batch_size, lora_dropout)
     tok = load_tokenizer(model)
     _, examples = bench_examples(tok, n_examples)
     lm = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), dtype=torch.float32)
@@ -178,9 +212,13 @@ def _in_fresh_process(fn, *args) -> dict:
 
 
 def run_train_bench(out: str | Path, model: str = "smollm2-135m", methods: Sequence[str] = ("lora", "full"),
-                    steps: int = 4, batch_size: int = 8, pool: int = 256, device: str | None = None) -> dict:
+                    steps: int = 4, batch_size: int = 8, pool: int = 256, device: str | None = None,
+                    lora_dropout: float | None = None, profile: bool = False) -> dict:
     """`pool`: examples both paths draw their batches from, as a training run would (a real training
-    set has thousands: length grouping needs a pool to group; the plain path samples at random)."""
+    set has thousands: length grouping needs a pool to group; the plain path samples at random).
+    `lora_dropout`: both paths' adapter dropout (None: TrainConfig's default, 0.05). `profile`: after
+    the timed runs, our path once more under the torch profiler; its top operators are printed and
+    saved (`methods.<method>.profile`)."""
     from transformers import AutoConfig
 
     from ..models.loading import default_device, resolve_model_path
@@ -196,7 +234,7 @@ def run_train_bench(out: str | Path, model: str = "smollm2-135m", methods: Seque
     for method in methods:
         res = {}
         for path, fn in (("plain", _plain), ("synthdx", _ours)):
-            r = _in_fresh_process(fn, method, model, steps, batch_size, n_examples, device)
+            r = _in_fresh_process(fn, method, model, steps, batch_size, n_examples, device, lora_dropout)
             batches = r.pop("batches")
             flops = sum(training_flops(config, b["lengths"], b["answers"], method, b["prefix"]) for b in batches)
             computed = sum(b["width"] * len(b["lengths"]) for b in batches)
@@ -206,6 +244,12 @@ def run_train_bench(out: str | Path, model: str = "smollm2-135m", methods: Seque
             res[path] = r
         res["speedup"] = res["synthdx"]["tokens_per_second"] / res["plain"]["tokens_per_second"]
         res["memory_ratio"] = res["synthdx"]["peak_memory_mib"] / res["plain"]["peak_memory_mib"]
+        if profile:
+            res["profile"] = _in_fresh_process(_profile_ours, method, model, steps, batch_size, n_examples, device,
+                                               lora_dropout)
+            print_table(f"Profile of synthdx {method} ({steps} steps after the warm-up): top operators by self CPU time",
+                        ["operator", "share", "calls"],
+                        [[o["op"], f"{100 * o['self_cpu_share']:.1f}%", o["calls"]] for o in res["profile"]])
         results[method] = res
         for path in ("plain", "synthdx"):
             r = res[path]
@@ -218,12 +262,14 @@ def run_train_bench(out: str | Path, model: str = "smollm2-135m", methods: Seque
             f"from the same {n_examples}), on "
             f"{describe(hw)}. Matmul peak: fp32 {peak['fp32'] / 1e9:.1f}, bf16 {peak['bf16'] / 1e9:.1f} "
             f"GFLOP/s; MFU against the best ({peak['best_dtype']}).")
+    if "lora" in methods:
+        note += f" LoRA dropout {_train_config('lora', model, steps, batch_size, lora_dropout).lora_dropout}."
     print_table("Training: synthdx vs Trainer + peft (fp32 defaults), same examples", columns, rows, note)
     result = {"benchmark": "train", "model": model, "device": device, "steps": steps, "batch_size": batch_size,
               "pool": n_examples,
               "machine": hw, "peak_flops": peak, "methods": results,
               "speedup": results[methods[0]]["speedup"], "mfu": results[methods[0]]["synthdx"]["mfu"],
               "table_markdown": markdown_table(columns, rows) + "\n\n" + note,
-              "settings": asdict(_train_config(methods[0], model, steps, batch_size))}
+              "settings": asdict(_train_config(methods[0], model, steps, batch_size, lora_dropout))}
     save(out, result)
     return result
