@@ -464,7 +464,9 @@ def fit(examples: Sequence[Example], tokenizer, task_spec: dict, out_dir: str | 
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
     dtype = pick_dtype(device, cfg.precision)
 
-    model = build_model(cfg, device)
+    # under FSDP the model is built in CPU memory and `fully_shard` moves it to the GPU one unit at a
+    # time, keeping only its shard: no GPU ever holds the whole model
+    model = build_model(cfg, "cpu" if ddp.sharded else device)
     # FSDP casts for compute itself (its mixed-precision policy) and shards these weights
     frozen = {} if ddp.sharded else cast_frozen_linear_weights(model, dtype)
     ckpt_root = out_dir / "checkpoints"
