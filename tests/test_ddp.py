@@ -1,5 +1,7 @@
-"""Data-parallel training: the same `train()` under `torchrun --nproc_per_node 2` (gloo, CPU, loopback)
-trains the same model on both ranks, and the same model as a 1-process run of the same script."""
+"""Data-parallel training: the same `train()` under `torchrun --nproc_per_node 2` (gloo, CPU, loopback),
+the model replicated (DDP) or sharded (FSDP2), trains the same model on both ranks, and the same model as
+a 1-process run of the same script; checkpoints resume across process counts and modes; `accelerate
+launch` with the shipped FSDP config shards by itself."""
 
 from __future__ import annotations
 
