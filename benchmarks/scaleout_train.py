@@ -8,8 +8,8 @@ Each configuration fine-tunes the same model on the same synthetic chest X-ray e
 global batch, in fresh processes: one process using every core, then `--procs` processes under
 torchrun (gloo on CPU, nccl on GPUs; the cores split between them) replicating the model (DDP) or
 sharding it (FSDP2, `train.parallel: fsdp`). Per rank: tokens per second over the timed steps (all
-ranks' tokens), peak resident memory (CPU; peak allocated on a GPU), and resident memory at the last
-step (what the training state holds once loading is over). On one CPU the processes share the
+ranks' tokens), peak resident memory, and resident memory at the last step (what the training state
+holds once loading is over); on a GPU, peak and current allocated GPU memory instead. On one CPU the processes share the
 cores, so the speed columns show the cost of the parallel machinery, not a speed-up; the memory
 columns show what sharding saves per rank.
 """
@@ -51,7 +51,7 @@ def _worker(args) -> None:
 
     def progress(step, total, loss):
         ends.append(time.perf_counter())
-        rss.append(_rss_mib())
+        rss.append(torch.cuda.memory_allocated() / 2 ** 20 if device.startswith("cuda") else _rss_mib())
 
     out = Path(tempfile.mkdtemp(prefix="synthdx-scaleout-"))
     try:
