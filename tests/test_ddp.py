@@ -142,16 +142,32 @@ def _assert_close_models(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_fsdp_shards_the_model_and_trains_the_same_model_as_one_process(tmp_path, tiny_model_dir, method):
+FSDP_SETTINGS = {
+    "full": {},
+    "lora": {"method": "lora", "lora_dropout": 0.0},
+    # the lower layer entirely frozen: a sharded unit that gets no gradients
+    "lora-top-layer": {"method": "lora", "lora_dropout": 0.0, "lora_layers": 1},
+    # FSDP's mixed-precision policy (bf16 compute, fp32 weights and reduction); emulated bf16 on a CPU
+    "full-bf16": {"precision": "bf16"},
+}
+
+
+@pytest.mark.parametrize("setting", list(FSDP_SETTINGS))
+def test_fsdp_shards_the_model_and_trains_the_same_model_as_one_process(tmp_path, tiny_model_dir, setting):
     """FSDP2 on 2 processes: each rank holds half of every parameter while training, and the model rank
-    0 gathers and writes (LoRA: merged) is the 1-process run's."""
-    extra = {"method": method, "lora_dropout": 0.0} if method == "lora" else {}
+    0 gathers and writes (LoRA: merged) is the 1-process run's (in bf16: within bf16 rounding)."""
+    extra = FSDP_SETTINGS[setting]
     fsdp = _run(tmp_path, "fsdp", tiny_model_dir, nproc=2, parallel="fsdp", **extra)
     single = _run(tmp_path, "single", tiny_model_dir, nproc=1, parallel="fsdp", **extra)
 
     one = _saved(single)
-    _assert_close_models(_saved(fsdp), one)
+    bf16 = extra.get("precision") == "bf16"
+    if bf16:  # measured max abs difference 0.006 (weights ~0.2); fp32 storage either way
+        assert all(v.dtype == torch.float32 for v in _saved(fsdp).values())
+        for k, v in _saved(fsdp).items():
+            torch.testing.assert_close(v, one[k], rtol=0, atol=2e-2, msg=k)
+    else:
+        _assert_close_models(_saved(fsdp), one)
     start = load_file(str(tiny_model_dir / "model.safetensors"))
     assert any(not torch.equal(start[k], one[k]) for k in start)  # training moved the weights
 
@@ -167,7 +183,8 @@ def test_fsdp_shards_the_model_and_trains_the_same_model_as_one_process(tmp_path
                  for run, name in ((fsdp, "rank0.json"), (fsdp, "rank1.json"), (single, "rank0.json")))
     assert s0["steps"] == s["steps"] == 5 and s0["losses"] == s1["losses"]
     assert s0["tokens"] == s["tokens"] and s0["answer_tokens"] == s["answer_tokens"]
-    assert s0["losses"] == pytest.approx(s["losses"], rel=1e-4)
+    assert s0["losses"] == pytest.approx(s["losses"], rel=1e-2 if bf16 else 1e-4)
+    assert s0["dtype"] == ("bfloat16" if bf16 else "float32")
 
 
 def test_fsdp_resumes_checkpoints_across_process_counts(tmp_path, tiny_model_dir):
