@@ -86,21 +86,31 @@ def _peak_memory_mib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _ours(method: str, model: str, steps: int, batch_size: int, n_examples: int, device: str,
-          lora_dropout: float | None = None) -> dict:
-    from ..models.loading import load_tokenizer, pick_dtype
+def _fit_ours(method: str, model: str, steps: int, batch_size: int, n_examples: int, device: str,
+              lora_dropout: float | None, progress) -> tuple:
+    """Our path: `train.sft.fit` on the benchmark's examples in a throwaway directory. Returns
+    (config, tokenizer, examples, training stats)."""
+    from ..models.loading import load_tokenizer
     from ..train.sft import fit
 
     cfg = _train_config(method, model, steps, batch_size, lora_dropout)
     tok = load_tokenizer(model)
     task, examples = bench_examples(tok, n_examples)
-    ends: list[float] = []
     out = Path(tempfile.mkdtemp(prefix="synthdx-bench-"))
     try:
-        stats = fit(examples, tok, task.spec(), out, cfg, device=device,
-                    progress=lambda step, total, loss: ends.append(time.perf_counter()))
+        stats = fit(examples, tok, task.spec(), out, cfg, device=device, progress=progress)
     finally:
         shutil.rmtree(out, ignore_errors=True)
+    return cfg, tok, examples, stats
+
+
+def _ours(method: str, model: str, steps: int, batch_size: int, n_examples: int, device: str,
+          lora_dropout: float | None = None) -> dict:
+    from ..models.loading import pick_dtype
+
+    ends: list[float] = []
+    cfg, tok, examples, stats = _fit_ours(method, model, steps, batch_size, n_examples, device, lora_dropout,
+                                          progress=lambda step, total, loss: ends.append(time.perf_counter()))
     return {"seconds": ends[-1] - ends[0], "tokens": sum(stats["step_tokens"][1:]),
             "dtype": str(pick_dtype(device, cfg.precision)).replace("torch.", ""),
             "peak_memory_mib": _peak_memory_mib(device), "batches": _batches_after_warmup(examples, tok, cfg, stats)}
@@ -113,24 +123,20 @@ def _profile_ours(method: str, model: str, steps: int, batch_size: int, n_exampl
     their share of the total."""
     from torch.profiler import ProfilerActivity, profile
 
-    from ..models.loading import load_tokenizer
-    from ..train.sft import fit
-
-    cfg = _train_config(method, model, steps, batch_size, lora_dropout)
-    tok = load_tokenizer(model)
-    task, examples = bench_examples(tok, n_examples)
     prof = profile(activities=[ProfilerActivity.CPU])
-    out = Path(tempfile.mkdtemp(prefix="synthdx-bench-"))
+
+    started = []
 
     def progress(step, total, loss):
         if step == 1:  # the warm-up step is done
             prof.start()
+            started.append(step)
 
     try:
-        fit(examples, tok, task.spec(), out, cfg, device=device, progress=progress)
+        _fit_ours(method, model, steps, batch_size, n_examples, device, lora_dropout, progress)
     finally:
-        prof.stop()
-        shutil.rmtree(out, ignore_errors=True)
+        if started:
+            prof.stop()
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops) or 1
     return [{"op": e.key, "self_cpu_share": round(e.self_cpu_time_total / total, 4), "calls": e.count}
@@ -245,10 +251,10 @@ def run_train_bench(out: str | Path, model: str = "smollm2-135m", methods: Seque
         res["speedup"] = res["synthdx"]["tokens_per_second"] / res["plain"]["tokens_per_second"]
         res["memory_ratio"] = res["synthdx"]["peak_memory_mib"] / res["plain"]["peak_memory_mib"]
         if profile:
-            res["profile"] = _in_fresh_process(_profile_ours, method, model, steps, batch_size, n_examples, device,
-                                               lora_dropout)
-            print_table(f"Profile of synthdx {method} ({steps} steps after the warm-up): top operators by self CPU time",
-                        ["operator", "share", "calls"],
+            res["profile"] = _in_fresh_process(_profile_ours, method, model, steps, batch_size, n_examples,
+                                               device, lora_dropout)
+            print_table(f"Profile of synthdx {method} ({steps} steps after the warm-up): "
+                        "top operators by self CPU time", ["operator", "share", "calls"],
                         [[o["op"], f"{100 * o['self_cpu_share']:.1f}%", o["calls"]] for o in res["profile"]])
         results[method] = res
         for path in ("plain", "synthdx"):
