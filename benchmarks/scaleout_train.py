@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import socket
 import subprocess
@@ -36,15 +35,17 @@ def _rss_mib() -> float:
 
 def _worker(args) -> None:
     """One rank of one configuration: train, write this rank's figures to `args.result`.rank<R>.json."""
+    import dataclasses
+
     import torch
 
-    from synthdx.bench.train import bench_examples
+    from synthdx.bench.train import bench_examples, peak_memory_mib, train_config
     from synthdx.models.loading import default_device, load_tokenizer
-    from synthdx.train.sft import TrainConfig, fit
+    from synthdx.train.sft import fit
 
     device = default_device()
-    cfg = TrainConfig(model=args.model, method=args.method, max_steps=args.steps + 1,
-                      batch_size=args.batch_size, warmup_steps=1, save_every=0, parallel=args.parallel)
+    cfg = dataclasses.replace(train_config(args.method, args.model, args.steps, args.batch_size),
+                              parallel=args.parallel)
     tok = load_tokenizer(args.model)
     task, examples = bench_examples(tok, args.batch_size * (args.steps + 1))
     ends, rss = [], []
@@ -58,8 +59,7 @@ def _worker(args) -> None:
         stats = fit(examples, tok, task.spec(), out, cfg, device=device, progress=progress)
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = peak_memory_mib(device)
     rank = int(os.environ.get("RANK", "0"))
     Path(f"{args.result}.rank{rank}.json").write_text(json.dumps({
         "rank": rank, "tokens_per_second": sum(stats["step_tokens"][1:]) / (ends[-1] - ends[0]),

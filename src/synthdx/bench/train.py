@@ -70,7 +70,8 @@ def _batch_shape(input_ids, attention_mask, labels) -> dict:
             "prefix": int(same.long().cumprod(0).sum()) if input_ids.shape[0] > 1 else 0}
 
 
-def _train_config(method: str, model: str, steps: int, batch_size: int, lora_dropout: float | None = None):
+def train_config(method: str, model: str, steps: int, batch_size: int, lora_dropout: float | None = None):
+    """The benchmarks' training settings: `steps` timed steps after one warm-up, no checkpoints."""
     from ..train.sft import TrainConfig
 
     extra = {} if lora_dropout is None else {"lora_dropout": lora_dropout}
@@ -78,7 +79,8 @@ def _train_config(method: str, model: str, steps: int, batch_size: int, lora_dro
                        warmup_steps=1, save_every=0, **extra)
 
 
-def _peak_memory_mib(device: str) -> float:
+def peak_memory_mib(device: str) -> float:
+    """This process's peak memory: resident on a CPU, allocated on a GPU."""
     import torch
 
     if device.startswith("cuda"):
@@ -93,7 +95,7 @@ def _fit_ours(method: str, model: str, steps: int, batch_size: int, n_examples: 
     from ..models.loading import load_tokenizer
     from ..train.sft import fit
 
-    cfg = _train_config(method, model, steps, batch_size, lora_dropout)
+    cfg = train_config(method, model, steps, batch_size, lora_dropout)
     tok = load_tokenizer(model)
     task, examples = bench_examples(tok, n_examples)
     out = Path(tempfile.mkdtemp(prefix="synthdx-bench-"))
@@ -113,7 +115,7 @@ def _ours(method: str, model: str, steps: int, batch_size: int, n_examples: int,
                                           progress=lambda step, total, loss: ends.append(time.perf_counter()))
     return {"seconds": ends[-1] - ends[0], "tokens": sum(stats["step_tokens"][1:]),
             "dtype": str(pick_dtype(device, cfg.precision)).replace("torch.", ""),
-            "peak_memory_mib": _peak_memory_mib(device), "batches": _batches_after_warmup(examples, tok, cfg, stats)}
+            "peak_memory_mib": peak_memory_mib(device), "batches": _batches_after_warmup(examples, tok, cfg, stats)}
 
 
 def _profile_ours(method: str, model: str, steps: int, batch_size: int, n_examples: int, device: str,
@@ -171,7 +173,7 @@ def _plain(method: str, model: str, steps: int, batch_size: int, n_examples: int
 
     from ..models.loading import load_tokenizer, resolve_model_path
 
-    cfg = _train_config(method, model, steps, batch_size, lora_dropout)
+    cfg = train_config(method, model, steps, batch_size, lora_dropout)
     tok = load_tokenizer(model)
     _, examples = bench_examples(tok, n_examples)
     lm = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), dtype=torch.float32)
@@ -207,7 +209,7 @@ def _plain(method: str, model: str, steps: int, batch_size: int, n_examples: int
         shutil.rmtree(out, ignore_errors=True)
     timed = batches[1:len(ends)]
     return {"seconds": ends[-1] - ends[0], "tokens": sum(sum(b["lengths"]) for b in timed), "dtype": "float32",
-            "peak_memory_mib": _peak_memory_mib(device), "batches": timed}
+            "peak_memory_mib": peak_memory_mib(device), "batches": timed}
 
 
 def _in_fresh_process(fn, *args) -> dict:
@@ -269,13 +271,13 @@ def run_train_bench(out: str | Path, model: str = "smollm2-135m", methods: Seque
             f"{describe(hw)}. Matmul peak: fp32 {peak['fp32'] / 1e9:.1f}, bf16 {peak['bf16'] / 1e9:.1f} "
             f"GFLOP/s; MFU against the best ({peak['best_dtype']}).")
     if "lora" in methods:
-        note += f" LoRA dropout {_train_config('lora', model, steps, batch_size, lora_dropout).lora_dropout}."
+        note += f" LoRA dropout {train_config('lora', model, steps, batch_size, lora_dropout).lora_dropout}."
     print_table("Training: synthdx vs Trainer + peft (fp32 defaults), same examples", columns, rows, note)
     result = {"benchmark": "train", "model": model, "device": device, "steps": steps, "batch_size": batch_size,
               "pool": n_examples,
               "machine": hw, "peak_flops": peak, "methods": results,
               "speedup": results[methods[0]]["speedup"], "mfu": results[methods[0]]["synthdx"]["mfu"],
               "table_markdown": markdown_table(columns, rows) + "\n\n" + note,
-              "settings": asdict(_train_config(methods[0], model, steps, batch_size, lora_dropout))}
+              "settings": asdict(train_config(methods[0], model, steps, batch_size, lora_dropout))}
     save(out, result)
     return result
