@@ -12,7 +12,8 @@ import pytest
 from synthdx.knowledge.hpo import PHENOTYPIC_ABNORMALITY, iso_duration_days
 from synthdx.patients import Case, Patient
 from synthdx.synth import HPOPatientGenerator
-from synthdx.synth.hpo_patients import GENERIC_ONSET, patient_shape, shape_table
+from synthdx.synth.hpo_patients import (GENERIC_ONSET, patient_shape, richness_bin, shape_by_richness,
+                                        shape_table)
 from synthdx.tasks.rare_ddx_render import render_summary
 
 # the tiny_hpo_knowledge release (tests/tiny_hpo.py):
@@ -198,6 +199,30 @@ def test_patient_shape_and_table(tiny_hpo_knowledge):
     lines = table.splitlines()
     assert lines[0] == "| statistic | synthetic | real |"
     assert "| cases | 3 | 1 |" in lines and "| observed terms, mean | 2.33 | 2 |" in lines
+
+
+def test_shape_by_richness_of_the_gold_disease(tiny_hpo_knowledge):
+    assert [richness_bin(n) for n in (1, 9, 10, 59, 60, 500)] == ["1-9", "1-9", "10-19", "30-59", "60+", "60+"]
+    assert [richness_bin(n, (3,)) for n in (1, 2, 3)] == ["1-2", "1-2", "3+"]
+
+    def case(i, gold, observed, excluded=()):
+        return Case(Patient(id=f"p{i}", observed=observed, excluded=excluded), gold=gold)
+
+    # OMIM:1 has 2 annotated terms (A1, B), OMIM:2 has 3 (B, A2, A1a), OMIM:9 is not in the knowledge;
+    # a case with two gold diseases counts the richer
+    cases = [case(0, ("OMIM:1",), (A1, A2), (B,)), case(1, ("OMIM:1",), (A1,)),
+             case(2, ("OMIM:2",), (B, A2, A1a, A1)), case(3, ("OMIM:9",), (A1,), (B, A2)),
+             case(4, ("OMIM:1", "OMIM:2"), (B,))]
+    by = shape_by_richness(cases, tiny_hpo_knowledge, edges=(3,))
+    assert list(by) == ["1-2", "3+", "not annotated"]
+    assert by["1-2"]["n"] == 2 and by["1-2"]["share"] == pytest.approx(2 / 5)
+    assert by["1-2"]["observed_mean"] == pytest.approx(3 / 2) and by["1-2"]["excluded_mean"] == pytest.approx(1 / 2)
+    assert by["1-2"]["observed_other_share"] == pytest.approx(1 / 3)  # A2 is not OMIM:1's
+    assert by["1-2"]["excluded_own_share"] == 1
+    assert by["3+"]["n"] == 2 and by["3+"]["observed_mean"] == pytest.approx(5 / 2)
+    assert by["3+"]["observed_other_share"] == 0  # A1 of case 2 is an ancestor of OMIM:2's A1a
+    assert by["not annotated"] == {"n": 1, "share": pytest.approx(1 / 5), "observed_mean": 1.0,
+                                   "excluded_mean": 2.0, "excluded_share_of_terms": pytest.approx(2 / 3)}
 
 
 def test_marfan_patients_are_recognisable(hpo):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthdx.experiments.rare_ddx import (CalibrationInput, calibration_report, choose_weight, hash_sample,
-                                          reranked_gold_rank, system_scores)
+from synthdx.experiments.rare_ddx import (CalibrationInput, _richness_section, calibration_report, choose_weight,
+                                          hash_sample, reranked_gold_rank, system_scores)
 from synthdx.infer.rerank import fuse, log_posterior, score_names
 from synthdx.patients import Case, Patient
 from synthdx.records import Record
@@ -144,6 +144,23 @@ def test_choose_weight_follows_the_validation_patients():
     assert w == 0.0
 
 
+def test_richness_section_and_mix_adjusted_means():
+    """Synthetic bin means weighted by the real cases' bins: (2 * 1 + 6 * 3) / 4 observed, by hand."""
+    syn = {"1-9": {"n": 8, "share": 0.8, "observed_mean": 2.0, "excluded_mean": 1.0},
+           "10-19": {"n": 2, "share": 0.2, "observed_mean": 6.0, "excluded_mean": 4.0}}
+    real = {"1-9": {"n": 1, "share": 0.2, "observed_mean": 3.0, "excluded_mean": 2.0},
+            "10-19": {"n": 3, "share": 0.6, "observed_mean": 9.0, "excluded_mean": 8.0},
+            "not annotated": {"n": 1, "share": 0.2, "observed_mean": 50.0, "excluded_mean": 50.0}}
+    section = _richness_section({"synthetic": syn, "real": real})
+    assert [r[:4] for r in section.rows] == [["1-9", "8 (80%)", "1 (20%)", "2.0 / 3.0"],
+                                             ["10-19", "2 (20%)", "3 (60%)", "6.0 / 9.0"],
+                                             ["not annotated", "0", "1 (20%)", "— / 50.0"]]
+    assert section.notes == ["Synthetic patients reweighted to the real cases' mix of richness (annotated gold "
+                             "diseases only): observed terms 5.0 vs 7.5 real, excluded terms 3.2 vs 6.5 real."]
+    del syn["10-19"]  # a bin of real cases without synthetic patients: no reweighting
+    assert _richness_section({"synthetic": syn, "real": real}).notes == []
+
+
 def test_hash_sample_is_fixed_and_order_free():
     cases = [Case(Patient(f"c{i}", observed=("HP:0001250",)), ("OMIM:1",)) for i in range(50)]
     a = hash_sample(cases, 10, "s")
@@ -249,6 +266,10 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     assert len(ranked) == 3 and all(len(r["ranking"]) == 10 for r in ranked)
     report = (out / "report.md").read_text()
     assert "Exomiser" in report and "shape" in report
+    assert "Shape by how richly the gold disease is annotated" in report
+    assert "| observed terms, mean |" in report  # readable statistic names, not keys
+    richness = result["shape_by_richness"]
+    assert sum(b["n"] for b in richness["real (all cases)"].values()) == 3
     assert "Paired comparisons (top-1" in report and "Fidelity" in report
     assert "Calibration of the top-1 confidence" in report and "synthetic validation patients" in report
     assert (out / "plots" / "rare-ddx-reliability.png").exists()

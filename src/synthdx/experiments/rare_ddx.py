@@ -463,12 +463,14 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
         fidelity = fidelity_report(records, [Record(i, t, None) for i, t in zip(s_ids, s_texts)], seed=cfg.eval.seed)
 
     with timer.stage("report"):
-        from ..synth.hpo_patients import patient_shape
+        from ..synth.hpo_patients import patient_shape, shape_by_richness
 
         trained = {c.gold[0] for c in train_cases}
         shapes = {"synthetic (training)": patient_shape(train_cases, knowledge),
                   "real (all cases)": patient_shape(cases, knowledge)}
-        result = _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, chosen,
+        richness = {"synthetic (training)": shape_by_richness(train_cases, knowledge),
+                    "real (all cases)": shape_by_richness(cases, knowledge)}
+        result = _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, richness, chosen,
                          paired, fidelity, calibration, {
             "data": {"cases": cfg.data.path, "labelled_cases": len(cases), "model_cases": len(sample),
                      "candidates": len(candidates), "hpo_version": knowledge.version,
@@ -608,8 +610,8 @@ def _calibration_section(calibration: dict, top_k: int, n_val: int):
                "patients have no publication to leave out)."])
 
 
-def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, chosen, paired, fidelity,
-            calibration, extra) -> dict:
+def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, richness, chosen, paired,
+            fidelity, calibration, extra) -> dict:
     from ..evaluate.evidence import fidelity_section
     from ..evaluate.ranking_report import RANKING_HEADER, Section, ranking_rows, write_ranking_report
 
@@ -646,6 +648,7 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
         _calibration_section(calibration, cfg.rerank.top_k, extra["data"]["synthetic_validation_patients"]),
         Section("Synthetic patients vs real cases: shape", header=["statistic"] + list(shapes),
                 rows=_shape_rows(shapes)),
+        _richness_section(richness),
         fidelity_section(fidelity, "rendered summaries of synthetic training patients vs the scored real cases"),
     ]
     reductions = []
@@ -662,13 +665,15 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
     if reductions:
         sections.insert(0, Section("Reductions in this configuration", notes=reductions))
     metrics = {"all_cases": systems_all, "model_cases": systems, "synthetic_validation": synthetic_scores,
-               "fusion_weights": weights_table, "shape": shapes, "paired": paired, "fidelity": fidelity,
+               "fusion_weights": weights_table, "shape": shapes, "shape_by_richness": richness, "paired": paired, "fidelity": fidelity,
                "calibration": calibration}
     write_ranking_report(out, cfg.title, sections, metrics, extra)
     return metrics
 
 
 def _shape_rows(shapes: dict[str, dict]) -> list[list[str]]:
+    from ..synth.hpo_patients import SHAPE_LABELS
+
     keys = list(dict.fromkeys(k for s in shapes.values() for k in s))
     rows = []
     for key in keys:
@@ -676,8 +681,53 @@ def _shape_rows(shapes: dict[str, dict]) -> list[list[str]]:
         for s in shapes.values():
             v = s.get(key)
             cells.append("—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
-        rows.append([key] + cells)
+        rows.append([SHAPE_LABELS.get(key, key)] + cells)
     return rows
+
+
+def _richness_section(richness: dict[str, dict[str, dict]]):
+    """The shape comparison per bin of the gold disease's annotation richness: synthetic / real in
+    each cell."""
+    from ..evaluate.ranking_report import Section
+    from ..synth.hpo_patients import richness_labels
+
+    (syn_name, syn), (real_name, real) = richness.items()
+    columns = [("observed_mean", "observed terms, mean", "{:.1f}"), ("excluded_mean", "excluded terms, mean", "{:.1f}"),
+               ("excluded_share_of_terms", "excluded share of terms", "{:.2f}"),
+               ("observed_other_share", "observed terms not annotated to the disease", "{:.2f}"),
+               ("excluded_own_share", "excluded terms annotated to the disease", "{:.2f}")]
+
+    def cell(stats, key, fmt):
+        return "—" if stats is None or key not in stats else fmt.format(stats[key])
+
+    rows = []
+    for label in (b for b in richness_labels() if b in syn or b in real):
+        s, r = syn.get(label), real.get(label)
+        rows.append([label] + [f"{d['n']} ({d['share']:.0%})" if d else "0" for d in (s, r)]
+                    + [f"{cell(s, k, f)} / {cell(r, k, f)}" for k, _, f in columns])
+    return Section("Shape by how richly the gold disease is annotated",
+                   header=["HPO terms annotated to the gold disease", f"{syn_name}: cases", f"{real_name}: cases"]
+                   + [f"{title} (synthetic / real)" for _, title, _ in columns],
+                   rows=rows,
+                   text=("Counts of terms follow the disease's annotations, so the overall shape above mixes how "
+                         "the generator draws a patient with which diseases the patients have. Here each row "
+                         "compares patients of equally richly annotated diseases."),
+                   notes=_mix_adjusted(syn, real))
+
+
+def _mix_adjusted(syn: dict[str, dict], real: dict[str, dict]) -> list[str]:
+    """A note: the synthetic means of observed / excluded terms with each richness bin weighted by its
+    share of the real (annotated) cases, next to the real means; none when a bin has no synthetic patient."""
+    bins = [b for b in real if b != "not annotated"]
+    if not bins or any(b not in syn for b in bins):
+        return []
+    total = sum(real[b]["n"] for b in bins)
+    means = {}
+    for key in ("observed_mean", "excluded_mean"):
+        means[key] = tuple(sum(src[b][key] * real[b]["n"] for b in bins) / total for src in (syn, real))
+    (so, ro), (se, re_) = means["observed_mean"], means["excluded_mean"]
+    return [f"Synthetic patients reweighted to the real cases' mix of richness (annotated gold diseases only): "
+            f"observed terms {so:.1f} vs {ro:.1f} real, excluded terms {se:.1f} vs {re_:.1f} real."]
 
 
 def _by_terms_section(systems: dict[str, dict]):

@@ -109,7 +109,8 @@ from ..knowledge.hpo import DEFAULT_FREQUENCY, PHENOTYPIC_ABNORMALITY, HPOKnowle
 from ..patients import Case, Patient
 
 __all__ = ["GENERATOR_NAME", "GENERIC_ONSET", "HPOPatientGenerator", "ONSET_RANGES", "SEX_ONLY_BRANCHES",
-           "patient_shape", "shape_table"]
+           "RICHNESS_EDGES", "SHAPE_LABELS", "patient_shape", "richness_labels", "shape_by_richness",
+           "shape_table"]
 
 GENERATOR_NAME = "hpo-patients"
 X_LINKED = "HP:0001417"
@@ -605,6 +606,62 @@ def patient_shape(cases: Sequence[Case], knowledge: HPOKnowledge | None = None) 
     return out
 
 
+RICHNESS_EDGES = (10, 20, 30, 60)
+"""Bins of annotation richness (distinct HPO terms annotated to the gold disease): 1-9, 10-19,
+20-29, 30-59, 60 or more."""
+
+_RICHNESS_KEYS = ("observed_mean", "excluded_mean", "excluded_share_of_terms", "observed_other_share",
+                  "excluded_own_share")
+
+
+def richness_bin(n_terms: int, edges: Sequence[int] = RICHNESS_EDGES) -> str:
+    """The label of the richness bin `n_terms` falls in ("1-9", ..., "60+")."""
+    lo = 1
+    for hi in edges:
+        if n_terms < hi:
+            return f"{lo}-{hi - 1}"
+        lo = hi
+    return f"{lo}+"
+
+
+def richness_labels(edges: Sequence[int] = RICHNESS_EDGES) -> list[str]:
+    """Every bin's label in order, "not annotated" last."""
+    return [richness_bin(e, edges) for e in (1, *edges)] + ["not annotated"]
+
+
+def shape_by_richness(cases: Sequence[Case], knowledge: HPOKnowledge,
+                      edges: Sequence[int] = RICHNESS_EDGES) -> dict[str, dict[str, float]]:
+    """`patient_shape` per bin of how richly the gold disease is annotated (its number of distinct
+    annotated terms; the richest of several gold diseases), plus each bin's share of the cases.
+
+    Why: a patient's counts of terms follow its disease's annotations, so two sets of cases from
+    different mixes of diseases differ in their overall counts even where the generator matches real
+    cases disease for disease. Cases whose gold disease is not annotated form the bin "not annotated"."""
+    n_terms: dict[str, int] = {}
+
+    def richness(case: Case) -> int:
+        best = 0
+        for g in case.gold or ():
+            if g not in n_terms:
+                d = knowledge.diseases.get(g)
+                n_terms[g] = len(d.term_frequencies()) if d is not None else 0
+            best = max(best, n_terms[g])
+        return best
+
+    groups: dict[str, list[Case]] = {label: [] for label in richness_labels(edges)}
+    for c in cases:
+        n = richness(c)
+        groups[richness_bin(n, edges) if n else "not annotated"].append(c)
+    out = {}
+    for label, group in groups.items():
+        if not group:
+            continue
+        shape = patient_shape(group, knowledge)
+        keys = _RICHNESS_KEYS[:3] if label == "not annotated" else _RICHNESS_KEYS  # nothing to be own of
+        out[label] = {"n": len(group), "share": len(group) / len(cases), **{k: shape[k] for k in keys}}
+    return out
+
+
 def _quantile(values: Sequence[float], q: float) -> float:
     """The q-quantile, linear interpolation between order statistics (numpy's default)."""
     v = sorted(values)
@@ -614,7 +671,7 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-_SHAPE_LABELS = {
+SHAPE_LABELS = {
     "n": "cases",
     "observed_mean": "observed terms, mean",
     "observed_median": "observed terms, median",
@@ -644,7 +701,7 @@ def shape_table(synthetic_cases: Sequence[Case], real_cases: Sequence[Case],
     statistic (`knowledge` adds the rows that need the HPO)."""
     syn, real = patient_shape(synthetic_cases, knowledge), patient_shape(real_cases, knowledge)
     lines = ["| statistic | synthetic | real |", "|---|---:|---:|"]
-    for key, label in _SHAPE_LABELS.items():
+    for key, label in SHAPE_LABELS.items():
         if key in syn or key in real:
             lines.append(f"| {label} | {_fmt(syn.get(key))} | {_fmt(real.get(key))} |")
     return "\n".join(lines)
