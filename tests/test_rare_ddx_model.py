@@ -252,7 +252,8 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     cases = _packet_zip(tmp_path)
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "rare-ddx-cpu.yaml", [
         f"data.path={cases}", "synthetic.n_diseases=3", "synthetic.validation_patients=10",
-        f"train.model={tiny_model_dir}", "train.max_steps=1", "eval.zero_shot=false", "eval.n_resamples=100"])
+        f"train.model={tiny_model_dir}", "train.max_steps=1", "eval.zero_shot=false", "eval.n_resamples=100",
+        "eval.constrained_beam=3"])
     out = tmp_path / "run"
     result = run_rare_ddx(cfg, out)
     assert (out / "model" / "synthdx_task.json").exists()
@@ -261,7 +262,11 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     assert spec["rerank"]["prior"] == "uniform"  # the ranker `synthdx predict` must retrieve with
     assert result["all_cases"]["knowledge ranker"]["n"] == 3
     model_rows = [k for k in result["model_cases"] if k.startswith("fine-tuned model")]
-    assert len(model_rows) == 4  # alone and fused, with and without the own publication
+    assert len(model_rows) == 5  # alone and fused, with and without the own publication; constrained decoding
+    constrained = "fine-tuned model alone, constrained decoding over all candidates (beam 3)"
+    assert result["model_cases"][constrained]["n"] == 3
+    found = json.loads((out / "data" / "constrained_model_cases.json").read_text())
+    assert found["beam"] == 3 and all(len(f) == 3 and set(f) <= set(hpo.disease_ids) for f in found["found"].values())
     ranked = [json.loads(line) for line in (out / "predictions" / "model.jsonl").read_text().splitlines()]
     assert len(ranked) == 3 and all(len(r["ranking"]) == 10 for r in ranked)
     report = (out / "report.md").read_text()
@@ -280,7 +285,8 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     assert len(cal_rows) == 3 and all(0 < v["confidence"] <= 1 for r in cal_rows for v in r["systems"].values())
     assert all(0 < r["top1_confidence"] <= 1 for r in ranked)
     # each model system against the ranker and against the ranker with the publication prior
-    assert [c["system_b"] for c in result["paired"]] == ["knowledge ranker", PRIOR_RANKER] * 2
+    assert [c["system_b"] for c in result["paired"]] == ["knowledge ranker", PRIOR_RANKER] * 3
+    assert result["paired"][4]["system_a"] == constrained
     paired = result["paired"][2]
     assert paired["system_a"].startswith("fine-tuned model + ranker") and 0 < paired["top1"]["p_value"] <= 1
     assert paired["mcnemar"]["n"] == 3

@@ -27,24 +27,51 @@ from .constrained import autocast, common_prefix_length, encode_prefix, fp32_log
 __all__ = ["fuse", "ranking_entries", "score_names"]
 
 
+Head = tuple[torch.Tensor, torch.Tensor | None] | None
+"""The output head's weight and bias in fp32 (`plain_head`), or None: the model's own head."""
+
+
+def _logits(model, head: Head, last_only: bool, cache, **inputs):
+    """(the forward pass's output, its fp32 logits: at the last position only with `last_only`)."""
+    if head is None:
+        out = model(**inputs, **cache_kw(model, cache), logits_to_keep=1 if last_only else 0)
+        return out, out.logits.float()
+    out = model.base_model(**inputs, **cache_kw(model.base_model, cache))
+    hidden = out.last_hidden_state
+    return out, fp32_logits(hidden[:, -1:] if last_only else hidden, *head)
+
+
+def next_token_logits(model, head: Head, cache, **inputs) -> tuple[object, torch.Tensor]:
+    """One pass that keeps its key/value cache: (output, fp32 logits of the next token, (rows, vocab))."""
+    out, logits = _logits(model, head, True, cache, use_cache=True, **inputs)
+    return out, logits[:, -1]
+
+
+def encode_prompts(model, tokenizer, task, texts: Sequence[str], share_prefix: bool,
+                   autocast_dtype: torch.dtype | None):
+    """The task's prompt for each text, whether each was cut, the length of the prefix every prompt
+    shares (0 without `share_prefix`), that prefix's key/value tensors, and the fp32 head."""
+    prompts, truncated = [], []
+    for t in texts:
+        p, cut = task.prompt_ids(tokenizer, t)
+        prompts.append(p)
+        truncated.append(cut)
+    prefix = prompts[0][:common_prefix_length(prompts)] if share_prefix and prompts else []
+    with autocast(model, autocast_dtype):
+        prefix_kv = encode_prefix(model, prefix)
+    h = plain_head(model)  # computed in fp32, once per call: names' log-probabilities sum many tokens
+    head = (h.weight.detach().float(), None if h.bias is None else h.bias.detach().float()) if h is not None else None
+    return prompts, truncated, len(prefix), prefix_kv, head
+
+
 @torch.no_grad()
-def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list[list[int]],
-               head: tuple[torch.Tensor, torch.Tensor | None] | None) -> np.ndarray:
+def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list[list[int]], head: Head) -> np.ndarray:
     device = next(model.parameters()).device
-
-    def logits(last_only: bool, cache, **inputs):  # (output, fp32 logits); `head`: the head's fp32 weights
-        if head is None:
-            out = model(**inputs, **cache_kw(model, cache), logits_to_keep=1 if last_only else 0)
-            return out, out.logits.float()
-        out = model.base_model(**inputs, **cache_kw(model.base_model, cache))
-        hidden = out.last_hidden_state
-        return out, fp32_logits(hidden[:, -1:] if last_only else hidden, *head)
-
     rest = prompt[n_prefix:]
-    out, first = logits(True, input_ids=torch.tensor([rest], device=device),
-                        cache=kv_cache(device, prefix_kv if n_prefix else None), use_cache=True,
-                        position_ids=torch.arange(n_prefix, len(prompt), device=device).unsqueeze(0))
-    first = torch.log_softmax(first[0, -1], -1)
+    out, first = next_token_logits(model, head, input_ids=torch.tensor([rest], device=device),
+                                   cache=kv_cache(device, prefix_kv if n_prefix else None),
+                                   position_ids=torch.arange(n_prefix, len(prompt), device=device).unsqueeze(0))
+    first = torch.log_softmax(first[0], -1)
     scores = np.array([float(first[a[0]]) for a in answers])
     tails = [a[1:] for a in answers]
     if not any(tails):
@@ -63,8 +90,8 @@ def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list
     cache = returned_cache(out)
     cache.batch_repeat_interleave(k)
     pos = torch.arange(len(prompt), len(prompt) + width).unsqueeze(0).expand(k, -1)
-    _, tail_logits = logits(False, input_ids=feed.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                            cache=cache, use_cache=False)
+    _, tail_logits = _logits(model, head, False, cache, input_ids=feed.to(device), attention_mask=mask.to(device),
+                             position_ids=pos.to(device), use_cache=False)
     logp = torch.log_softmax(tail_logits, -1).cpu()
     keep = target >= 0
     gathered = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
@@ -82,21 +109,13 @@ def score_names(model, tokenizer, task, texts: Sequence[str], candidates: Sequen
     if len(texts) != len(candidates):
         raise ValueError("one candidate list per text")
     model.eval()
-    prompts, truncated = [], []
-    for t in texts:
-        p, cut = task.prompt_ids(tokenizer, t)
-        prompts.append(p)
-        truncated.append(cut)
-    prefix = prompts[0][:common_prefix_length(prompts)] if share_prefix and prompts else []
-    with autocast(model, autocast_dtype):
-        prefix_kv = encode_prefix(model, prefix)
-    h = plain_head(model)  # computed in fp32, once per call: names' log-probabilities sum many tokens
-    head = (h.weight.detach().float(), None if h.bias is None else h.bias.detach().float()) if h is not None else None
+    prompts, truncated, n_prefix, prefix_kv, head = encode_prompts(model, tokenizer, task, texts, share_prefix,
+                                                                  autocast_dtype)
     out = []
     for prompt, cands in zip(prompts, candidates):
         answers = [task.answer_ids(tokenizer, c) for c in cands]
         with autocast(model, autocast_dtype):
-            out.append(_score_one(model, prompt, len(prefix), prefix_kv, answers, head) if answers else np.zeros(0))
+            out.append(_score_one(model, prompt, n_prefix, prefix_kv, answers, head) if answers else np.zeros(0))
         if progress:
             progress(1)
     return out, truncated
