@@ -11,7 +11,8 @@ from synthdx.infer.name_search import NameTrie, ranks_with_fill, search_names
 from synthdx.infer.rerank import score_names
 from synthdx.tasks.rare_ddx import DiseaseRankingTask, disease_names
 
-TEXTS = ["A 3-year-old girl has seizures and hypotonia.", "A newborn boy has cleft palate; no heart defect was found."]
+TEXTS = ["A 3-year-old girl has seizures and hypotonia.",
+         "A newborn boy has cleft palate; no heart defect was found."]
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthdx.experiments.rare_ddx import (CalibrationInput, _richness_section, calibration_report, choose_weight,
-                                          hash_sample, reranked_gold_rank, system_scores)
+from synthdx.experiments.rare_ddx import (CalibrationInput, _richness_section, calibration_report,
+                                          choose_weight, hash_sample, reranked_gold_rank, system_scores)
 from synthdx.infer.rerank import fuse, log_posterior, score_names
 from synthdx.patients import Case, Patient
 from synthdx.records import Record
@@ -155,8 +155,9 @@ def test_richness_section_and_mix_adjusted_means():
     assert [r[:4] for r in section.rows] == [["1-9", "8 (80%)", "1 (20%)", "2.0 / 3.0"],
                                              ["10-19", "2 (20%)", "3 (60%)", "6.0 / 9.0"],
                                              ["not annotated", "0", "1 (20%)", "— / 50.0"]]
-    assert section.notes == ["Synthetic patients reweighted to the real cases' mix of richness (annotated gold "
-                             "diseases only): observed terms 5.0 vs 7.5 real, excluded terms 3.2 vs 6.5 real."]
+    assert section.notes == ["Synthetic patients reweighted to the real cases' mix of richness (annotated "
+                             "gold diseases only): observed terms 5.0 vs 7.5 real, excluded terms 3.2 vs 6.5 "
+                             "real."]
     del syn["10-19"]  # a bin of real cases without synthetic patients: no reweighting
     assert _richness_section({"synthetic": syn, "real": real}).notes == []
 
@@ -266,7 +267,8 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     constrained = "fine-tuned model alone, constrained decoding over all candidates (beam 3)"
     assert result["model_cases"][constrained]["n"] == 3
     found = json.loads((out / "data" / "constrained_model_cases.json").read_text())
-    assert found["beam"] == 3 and all(len(f) == 3 and set(f) <= set(hpo.disease_ids) for f in found["found"].values())
+    assert found["beam"] == 3
+    assert all(len(f) == 3 and set(f) <= set(hpo.disease_ids) for f in found["found"].values())
     ranked = [json.loads(line) for line in (out / "predictions" / "model.jsonl").read_text().splitlines()]
     assert len(ranked) == 3 and all(len(r["ranking"]) == 10 for r in ranked)
     report = (out / "report.md").read_text()

@@ -134,8 +134,9 @@ class RerankConfig(_Strict):
 class RankingEvalConfig(_Strict):
     zero_shot: bool = Field(True, description="Also rerank with the base model before fine-tuning.")
     constrained_beam: int = Field(0, ge=0, description=(
-        "Also rank with the fine-tuned model alone by constrained decoding over every candidate name (beam "
-        "search on a prefix tree of the names) with this beam width, to compare with retrieve-then-rerank; 0: off."))
+        "Also rank with the fine-tuned model alone by constrained decoding over every candidate name "
+        "(beam search on a prefix tree of the names) with this beam width, to compare with "
+        "retrieve-then-rerank; 0: off."))
     leave_out_own_publication: bool = True
     n_resamples: int = Field(1000, ge=100)
     seed: int = 0

@@ -517,8 +517,8 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                   "real (all cases)": patient_shape(cases, knowledge)}
         richness = {"synthetic (training)": shape_by_richness(train_cases, knowledge),
                     "real (all cases)": shape_by_richness(cases, knowledge)}
-        result = _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, richness, chosen,
-                         paired, fidelity, calibration, {
+        result = _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, shapes, richness,
+                         chosen, paired, fidelity, calibration, {
             "data": {"cases": cfg.data.path, "labelled_cases": len(cases), "model_cases": len(sample),
                      "candidates": len(candidates), "hpo_version": knowledge.version,
                      "synthetic_training_patients": len(train_cases),
@@ -714,7 +714,8 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
     if reductions:
         sections.insert(0, Section("Reductions in this configuration", notes=reductions))
     metrics = {"all_cases": systems_all, "model_cases": systems, "synthetic_validation": synthetic_scores,
-               "fusion_weights": weights_table, "shape": shapes, "shape_by_richness": richness, "paired": paired, "fidelity": fidelity,
+               "fusion_weights": weights_table, "shape": shapes, "shape_by_richness": richness, "paired": paired,
+               "fidelity": fidelity,
                "calibration": calibration}
     write_ranking_report(out, cfg.title, sections, metrics, extra)
     return metrics
@@ -725,8 +726,8 @@ def _constrained_notes(constrained: dict | None) -> list[str]:
     if not constrained:
         return []
     return [f"'{constrained['system']}': the model writes a disease name under a prefix tree of all "
-            f"{constrained['candidates']} candidate names (beam search, every output a candidate; beyond the beam "
-            f"the ranking continues in the knowledge ranker's order); no retrieval, no fusion. "
+            f"{constrained['candidates']} candidate names (beam search, every output a candidate; beyond the "
+            f"beam the ranking continues in the knowledge ranker's order); no retrieval, no fusion. "
             f"{constrained['seconds_per_case']:.2f} s per case (the run log times the reranking stages)."]
 
 
@@ -751,7 +752,8 @@ def _richness_section(richness: dict[str, dict[str, dict]]):
     from ..synth.hpo_patients import richness_labels
 
     (syn_name, syn), (real_name, real) = richness.items()
-    columns = [("observed_mean", "observed terms, mean", "{:.1f}"), ("excluded_mean", "excluded terms, mean", "{:.1f}"),
+    columns = [("observed_mean", "observed terms, mean", "{:.1f}"),
+               ("excluded_mean", "excluded terms, mean", "{:.1f}"),
                ("excluded_share_of_terms", "excluded share of terms", "{:.2f}"),
                ("observed_other_share", "observed terms not annotated to the disease", "{:.2f}"),
                ("excluded_own_share", "excluded terms annotated to the disease", "{:.2f}")]
@@ -765,12 +767,12 @@ def _richness_section(richness: dict[str, dict[str, dict]]):
         rows.append([label] + [f"{d['n']} ({d['share']:.0%})" if d else "0" for d in (s, r)]
                     + [f"{cell(s, k, f)} / {cell(r, k, f)}" for k, _, f in columns])
     return Section("Shape by how richly the gold disease is annotated",
-                   header=["HPO terms annotated to the gold disease", f"{syn_name}: cases", f"{real_name}: cases"]
-                   + [f"{title} (synthetic / real)" for _, title, _ in columns],
+                   header=["HPO terms annotated to the gold disease", f"{syn_name}: cases",
+                           f"{real_name}: cases"] + [f"{title} (synthetic / real)" for _, title, _ in columns],
                    rows=rows,
-                   text=("Counts of terms follow the disease's annotations, so the overall shape above mixes how "
-                         "the generator draws a patient with which diseases the patients have. Here each row "
-                         "compares patients of equally richly annotated diseases."),
+                   text=("Counts of terms follow the disease's annotations, so the overall shape above mixes "
+                         "how the generator draws a patient with which diseases the patients have. Here each "
+                         "row compares patients of equally richly annotated diseases."),
                    notes=_mix_adjusted(syn, real))
 
 
@@ -785,8 +787,8 @@ def _mix_adjusted(syn: dict[str, dict], real: dict[str, dict]) -> list[str]:
     for key in ("observed_mean", "excluded_mean"):
         means[key] = tuple(sum(src[b][key] * real[b]["n"] for b in bins) / total for src in (syn, real))
     (so, ro), (se, re_) = means["observed_mean"], means["excluded_mean"]
-    return [f"Synthetic patients reweighted to the real cases' mix of richness (annotated gold diseases only): "
-            f"observed terms {so:.1f} vs {ro:.1f} real, excluded terms {se:.1f} vs {re_:.1f} real."]
+    return [f"Synthetic patients reweighted to the real cases' mix of richness (annotated gold diseases "
+            f"only): observed terms {so:.1f} vs {ro:.1f} real, excluded terms {se:.1f} vs {re_:.1f} real."]
 
 
 def _by_terms_section(systems: dict[str, dict]):

@@ -20,8 +20,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from ..models.compat import returned_cache
-from .constrained import autocast, kv_cache
-from .rerank import encode_prompts, next_token_logits
+from .constrained import autocast
+from .rerank import encode_prompts, next_token_logits, prompt_pass
 
 __all__ = ["NameTrie", "ranks_with_fill", "search_names"]
 
@@ -67,9 +67,7 @@ class NameTrie:
 def _search_one(model, prompt: list[int], n_prefix: int, prefix_kv, trie: NameTrie, beam: int,
                 head) -> list[tuple[str, float]]:
     device = next(model.parameters()).device
-    out, logits = next_token_logits(model, head, input_ids=torch.tensor([prompt[n_prefix:]], device=device),
-                                    cache=kv_cache(device, prefix_kv if n_prefix else None),
-                                    position_ids=torch.arange(n_prefix, len(prompt), device=device).unsqueeze(0))
+    out, logits = prompt_pass(model, head, prompt, n_prefix, prefix_kv)
     cache, pos = returned_cache(out), len(prompt)
     logp = torch.log_softmax(logits, -1).cpu()
     nodes, scores = [0], [0.0]
@@ -95,8 +93,9 @@ def _search_one(model, prompt: list[int], n_prefix: int, prefix_kv, trie: NameTr
         if not alive:
             break
         cache.reorder_cache(torch.tensor([a[1] for a in alive], device=device))
-        out, logits = next_token_logits(model, head, input_ids=torch.tensor([[a[2]] for a in alive], device=device),
-                                        cache=cache, position_ids=torch.full((len(alive), 1), pos, device=device))
+        tokens = torch.tensor([[a[2]] for a in alive], device=device)
+        out, logits = next_token_logits(model, head, input_ids=tokens, cache=cache,
+                                        position_ids=torch.full((len(alive), 1), pos, device=device))
         cache, pos = returned_cache(out), pos + 1
         logp = torch.log_softmax(logits, -1).cpu()
         nodes, scores = [a[3] for a in alive], [a[0] for a in alive]
@@ -107,14 +106,15 @@ def _search_one(model, prompt: list[int], n_prefix: int, prefix_kv, trie: NameTr
 @torch.no_grad()
 def search_names(model, tokenizer, task, texts: Sequence[str], trie: NameTrie, beam: int = 10,
                  progress: Callable[[int], None] | None = None, share_prefix: bool = True,
-                 autocast_dtype: torch.dtype | None = None) -> tuple[list[list[tuple[str, float]]], list[bool]]:
+                 autocast_dtype: torch.dtype | None = None,
+                 ) -> tuple[list[list[tuple[str, float]]], list[bool]]:
     """For each text, up to `beam` candidates (id, log-probability of its answer), best first, found
     by beam search over `trie`; and whether the text was cut to `task.max_text_tokens`."""
     if beam < 1:
         raise ValueError("beam must be at least 1")
     model.eval()
-    prompts, truncated, n_prefix, prefix_kv, head = encode_prompts(model, tokenizer, task, texts, share_prefix,
-                                                                  autocast_dtype)
+    prompts, truncated, n_prefix, prefix_kv, head = encode_prompts(
+        model, tokenizer, task, texts, share_prefix, autocast_dtype)
     out = []
     for prompt in prompts:
         with autocast(model, autocast_dtype):

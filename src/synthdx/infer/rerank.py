@@ -42,9 +42,18 @@ def _logits(model, head: Head, last_only: bool, cache, **inputs):
 
 
 def next_token_logits(model, head: Head, cache, **inputs) -> tuple[object, torch.Tensor]:
-    """One pass that keeps its key/value cache: (output, fp32 logits of the next token, (rows, vocab))."""
+    """One pass that keeps its key/value cache: (output, fp32 next-token logits (rows, vocab))."""
     out, logits = _logits(model, head, True, cache, use_cache=True, **inputs)
     return out, logits[:, -1]
+
+
+def prompt_pass(model, head: Head, prompt: list[int], n_prefix: int, prefix_kv):
+    """The prompt after its shared prefix, on the prefix's key/value cache: (output holding the
+    prompt's cache, fp32 next-token logits (1, vocab))."""
+    device = next(model.parameters()).device
+    return next_token_logits(model, head, kv_cache(device, prefix_kv if n_prefix else None),
+                             input_ids=torch.tensor([prompt[n_prefix:]], device=device),
+                             position_ids=torch.arange(n_prefix, len(prompt), device=device).unsqueeze(0))
 
 
 def encode_prompts(model, tokenizer, task, texts: Sequence[str], share_prefix: bool,
@@ -60,17 +69,16 @@ def encode_prompts(model, tokenizer, task, texts: Sequence[str], share_prefix: b
     with autocast(model, autocast_dtype):
         prefix_kv = encode_prefix(model, prefix)
     h = plain_head(model)  # computed in fp32, once per call: names' log-probabilities sum many tokens
-    head = (h.weight.detach().float(), None if h.bias is None else h.bias.detach().float()) if h is not None else None
+    bias = None if h is None or h.bias is None else h.bias.detach().float()
+    head = None if h is None else (h.weight.detach().float(), bias)
     return prompts, truncated, len(prefix), prefix_kv, head
 
 
 @torch.no_grad()
-def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list[list[int]], head: Head) -> np.ndarray:
+def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list[list[int]],
+               head: Head) -> np.ndarray:
     device = next(model.parameters()).device
-    rest = prompt[n_prefix:]
-    out, first = next_token_logits(model, head, input_ids=torch.tensor([rest], device=device),
-                                   cache=kv_cache(device, prefix_kv if n_prefix else None),
-                                   position_ids=torch.arange(n_prefix, len(prompt), device=device).unsqueeze(0))
+    out, first = prompt_pass(model, head, prompt, n_prefix, prefix_kv)
     first = torch.log_softmax(first[0], -1)
     scores = np.array([float(first[a[0]]) for a in answers])
     tails = [a[1:] for a in answers]
@@ -90,8 +98,8 @@ def _score_one(model, prompt: list[int], n_prefix: int, prefix_kv, answers: list
     cache = returned_cache(out)
     cache.batch_repeat_interleave(k)
     pos = torch.arange(len(prompt), len(prompt) + width).unsqueeze(0).expand(k, -1)
-    _, tail_logits = _logits(model, head, False, cache, input_ids=feed.to(device), attention_mask=mask.to(device),
-                             position_ids=pos.to(device), use_cache=False)
+    _, tail_logits = _logits(model, head, False, cache, input_ids=feed.to(device),
+                             attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=False)
     logp = torch.log_softmax(tail_logits, -1).cpu()
     keep = target >= 0
     gathered = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
@@ -109,13 +117,14 @@ def score_names(model, tokenizer, task, texts: Sequence[str], candidates: Sequen
     if len(texts) != len(candidates):
         raise ValueError("one candidate list per text")
     model.eval()
-    prompts, truncated, n_prefix, prefix_kv, head = encode_prompts(model, tokenizer, task, texts, share_prefix,
-                                                                  autocast_dtype)
+    prompts, truncated, n_prefix, prefix_kv, head = encode_prompts(
+        model, tokenizer, task, texts, share_prefix, autocast_dtype)
     out = []
     for prompt, cands in zip(prompts, candidates):
         answers = [task.answer_ids(tokenizer, c) for c in cands]
         with autocast(model, autocast_dtype):
-            out.append(_score_one(model, prompt, n_prefix, prefix_kv, answers, head) if answers else np.zeros(0))
+            scores = _score_one(model, prompt, n_prefix, prefix_kv, answers, head) if answers else np.zeros(0)
+        out.append(scores)
         if progress:
             progress(1)
     return out, truncated
