@@ -4,11 +4,15 @@ beam as wide as the candidate list finds the exhaustive ranking."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
+import torch
 
 from synthdx.infer.name_search import NameTrie, ranks_with_fill, search_names
 from synthdx.infer.rerank import score_names
+from synthdx.models.inference import prepare_for_inference
 from synthdx.tasks.rare_ddx import DiseaseRankingTask, disease_names
 
 TEXTS = ["A 3-year-old girl has seizures and hypotonia.",
@@ -72,3 +76,17 @@ def test_ranks_with_fill_by_hand():
     assert ranks_with_fill(["d4", "d2"], ranker, ["d5"]) == 5
     assert ranks_with_fill([], ranker, ["d1", "d5"]) == 1
     assert ranks_with_fill(["d4"], ranker, ["OMIM:none"]) == float("inf")
+
+
+def test_bf16_search_scores_its_names_as_reranking_does(task, tokenizer, tiny_model):
+    """Under bf16 autocast on a prepared model (bf16 key/value cache, beams reordered in it), the
+    names found score as `score_names` scores them on the same model, to bf16 precision."""
+    model = copy.deepcopy(tiny_model)
+    prepare_for_inference(model, torch.bfloat16)
+    trie = NameTrie.for_task(task, tokenizer)
+    found, _ = search_names(model, tokenizer, task, TEXTS, trie, beam=5, autocast_dtype=torch.bfloat16)
+    for text, row in zip(TEXTS, found):
+        assert len(row) == 5 and all(c in task.names for c, _ in row)
+        exact, _ = score_names(model, tokenizer, task, [text], [[c for c, _ in row]],
+                               autocast_dtype=torch.bfloat16)
+        np.testing.assert_allclose([s for _, s in row], exact[0], atol=0.05)
