@@ -90,6 +90,13 @@ The default noise share stays the measured 0.22: a noisier default would make pa
 diseases harder than real ones, and noise is not shown to be what the gap at matched richness is
 (imprecision, for one, barely moves the ranker: p_imprecise 0.15 left top-1 unchanged).
 
+`shape_by_richness` makes the comparison bin by bin of the gold disease's annotation richness (the
+rare-ddx report prints it). Reweighted to the real cases' mix of bins, synthetic patients have as
+many observed terms as real ones, fewer excluded ones; real cases of sparsely annotated diseases carry
+more findings their disease is not annotated with, and real cases of the richest diseases match the
+annotations more closely, likely because those annotations were curated from those very cases. The
+generator keeps one set of defaults for every disease rather than copy these per-bin shapes.
+
 Patient ids are `synth-` + 12 hex digits of a hash of (seed, disease, index): they do not name the
 disease and are never model input (the renderer reads no id), but someone with the seed and the
 disease list could recompute them, so they are opaque, not secret.
