@@ -47,10 +47,8 @@ class NameTrie:
                 node = nxt
             if node in self.ends:
                 raise ValueError(f"{cid} and {self.ends[node]} tokenise to the same answer")
-            if self.children[node]:
-                raise ValueError(f"the answer of {cid} is the beginning of another")
             self.ends[node] = cid
-        for node in self.ends:
+        for node in self.ends:  # a finished answer must not go on (either order of insertion)
             if self.children[node]:
                 raise ValueError(f"the answer of {self.ends[node]} is the beginning of another")
 
