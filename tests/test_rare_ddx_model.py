@@ -162,6 +162,39 @@ def test_richness_section_and_mix_adjusted_means():
     assert _richness_section({"synthetic": syn, "real": real}).notes == []
 
 
+def test_model_scores_resume_after_an_interruption(tmp_path, tiny_model_dir, task, monkeypatch):
+    """Scores are written every SCORE_CHUNK cases: a run killed in the second chunk keeps the first,
+    the rerun scores only the rest, and the result equals an uninterrupted run's."""
+    import synthdx.experiments.rare_ddx as rd
+    import synthdx.infer.rerank as rerank
+
+    texts = [f"A {n}-year-old girl has seizures." for n in range(1, 6)]
+    ids = [f"c{n}" for n in range(5)]
+    cands = [["OMIM:1", "OMIM:3"], ["OMIM:2"], ["OMIM:4", "OMIM:1"], ["OMIM:3"], ["OMIM:3"]]
+    whole = rd._model_scores(str(tiny_model_dir), task, texts, cands, tmp_path / "whole.json", ids, "whole")
+    monkeypatch.setattr(rd, "SCORE_CHUNK", 2)
+    real, seen = rerank.score_names, []
+
+    def dies_on_second_chunk(model, tok, task_, chunk_texts, *a, **kw):
+        seen.append(len(chunk_texts))
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(model, tok, task_, chunk_texts, *a, **kw)
+
+    monkeypatch.setattr(rerank, "score_names", dies_on_second_chunk)
+    cache = tmp_path / "scores.json"
+    with pytest.raises(KeyboardInterrupt):
+        rd._model_scores(str(tiny_model_dir), task, texts, cands, cache, ids, "interrupted")
+    assert sorted(json.loads(cache.read_text())) == ["c0", "c1"]
+    seen.clear()
+    monkeypatch.setattr(rerank, "score_names", lambda *a, **kw: (seen.append(len(a[3])), real(*a, **kw))[1])
+    resumed = rd._model_scores(str(tiny_model_dir), task, texts, cands, cache, ids, "resumed")
+    assert seen == [2, 1]  # c2, c3, then c4: nothing scored twice
+    assert resumed == whole
+    assert rd._model_scores(str(tiny_model_dir), task, texts, cands, cache, ids, "cached") == whole
+    assert seen == [2, 1]  # all cached: no scoring at all
+
+
 def test_hash_sample_is_fixed_and_order_free():
     cases = [Case(Patient(f"c{i}", observed=("HP:0001250",)), ("OMIM:1",)) for i in range(50)]
     a = hash_sample(cases, 10, "s")

@@ -109,32 +109,43 @@ def reranked_gold_rank(top_ids: Sequence[str], fused: np.ndarray, gold: Sequence
     return ranker_rank
 
 
+SCORE_CHUNK = 100
+"""Cases scored between two writes of a score cache: an interrupted scoring run loses at most these."""
+
+
 def _model_scores(model_path: str, task, texts: list[str], cand_lists: list[list[str]], cache: Path,
                   ids: list[str], desc: str) -> list[dict[str, float]]:
-    """{disease id: model log-probability} per text, cached in `cache` (JSON by id) so a resumed
-    run does not score again."""
+    """{disease id: model log-probability} per text, cached in `cache` (JSON by id), written every
+    `SCORE_CHUNK` texts, so a resumed run scores only what is not there yet."""
     from ..infer.rerank import score_names
     from ..models.inference import prepare_for_inference
     from ..models.loading import default_device, load_causal_lm, load_tokenizer, pick_dtype
 
-    if cache.exists():
-        stored = json.loads(cache.read_text())
-        if all(i in stored and set(c) <= set(stored[i]) for i, c in zip(ids, cand_lists)):
-            return [stored[i] for i in ids]
+    stored = json.loads(cache.read_text()) if cache.exists() else {}
+    todo = [j for j, (i, c) in enumerate(zip(ids, cand_lists)) if not (i in stored and set(c) <= set(stored[i]))]
+    if not todo:
+        return [stored[i] for i in ids]
     tok = load_tokenizer(model_path)
     device = default_device()
     model = load_causal_lm(model_path, device=device)
     autocast = prepare_for_inference(model, pick_dtype(device))  # bf16 where the hardware runs it natively
+    n_cut = 0
     with make_progress() as bar:
-        t = bar.add_task(desc, total=len(texts), info="")
-        scores, truncated = score_names(model, tok, task, texts, cand_lists, autocast_dtype=autocast,
-                                        progress=lambda n: bar.advance(t, n))
-    if any(truncated):
-        _say(f"{desc}: {sum(truncated)} of {len(texts)} summaries were longer than {task.max_text_tokens} "
+        t = bar.add_task(desc, total=len(todo), info="")
+        for start in range(0, len(todo), SCORE_CHUNK):
+            chunk = todo[start:start + SCORE_CHUNK]
+            scores, truncated = score_names(model, tok, task, [texts[j] for j in chunk],
+                                            [cand_lists[j] for j in chunk], autocast_dtype=autocast,
+                                            progress=lambda n: bar.advance(t, n))
+            for j, sc in zip(chunk, scores):
+                new = {c: round(float(s), 5) for c, s in zip(cand_lists[j], sc)}
+                stored[ids[j]] = {**stored.get(ids[j], {}), **new}
+            n_cut += sum(truncated)
+            write_json(cache, stored)
+    if n_cut:
+        _say(f"{desc}: {n_cut} of {len(todo)} summaries were longer than {task.max_text_tokens} "
              "tokens and were cut")
-    result = [{c: round(float(s), 5) for c, s in zip(cands, sc)} for cands, sc in zip(cand_lists, scores)]
-    write_json(cache, dict(zip(ids, result)))
-    return result
+    return [stored[i] for i in ids]
 
 
 def _constrained_search(model_path: str, task, texts: list[str], ids: list[str], beam: int,
