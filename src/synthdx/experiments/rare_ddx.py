@@ -109,6 +109,17 @@ def reranked_gold_rank(top_ids: Sequence[str], fused: np.ndarray, gold: Sequence
     return ranker_rank
 
 
+def _load_for_scoring(model_path: str):
+    """(tokenizer, model on the default device prepared for inference, the autocast dtype: bf16
+    where the hardware runs it natively)."""
+    from ..models.inference import prepare_for_inference
+    from ..models.loading import default_device, load_causal_lm, load_tokenizer, pick_dtype
+
+    device = default_device()
+    model = load_causal_lm(model_path, device=device)
+    return load_tokenizer(model_path), model, prepare_for_inference(model, pick_dtype(device))
+
+
 SCORE_CHUNK = 100
 """Cases scored between two writes of a score cache: an interrupted scoring run loses at most these."""
 
@@ -118,17 +129,12 @@ def _model_scores(model_path: str, task, texts: list[str], cand_lists: list[list
     """{disease id: model log-probability} per text, cached in `cache` (JSON by id), written every
     `SCORE_CHUNK` texts, so a resumed run scores only what is not there yet."""
     from ..infer.rerank import score_names
-    from ..models.inference import prepare_for_inference
-    from ..models.loading import default_device, load_causal_lm, load_tokenizer, pick_dtype
 
     stored = json.loads(cache.read_text()) if cache.exists() else {}
     todo = [j for j, (i, c) in enumerate(zip(ids, cand_lists)) if not (i in stored and set(c) <= set(stored[i]))]
     if not todo:
         return [stored[i] for i in ids]
-    tok = load_tokenizer(model_path)
-    device = default_device()
-    model = load_causal_lm(model_path, device=device)
-    autocast = prepare_for_inference(model, pick_dtype(device))  # bf16 where the hardware runs it natively
+    tok, model, autocast = _load_for_scoring(model_path)
     n_cut = 0
     with make_progress() as bar:
         t = bar.add_task(desc, total=len(todo), info="")
@@ -155,17 +161,12 @@ def _constrained_search(model_path: str, task, texts: list[str], ids: list[str],
     import time
 
     from ..infer.name_search import NameTrie, search_names
-    from ..models.inference import prepare_for_inference
-    from ..models.loading import default_device, load_causal_lm, load_tokenizer, pick_dtype
 
     if cache.exists():
         stored = json.loads(cache.read_text())
         if stored.get("beam") == beam and all(i in stored["found"] for i in ids):
             return [stored["found"][i] for i in ids], stored["seconds_per_case"]
-    tok = load_tokenizer(model_path)
-    device = default_device()
-    model = load_causal_lm(model_path, device=device)
-    autocast = prepare_for_inference(model, pick_dtype(device))
+    tok, model, autocast = _load_for_scoring(model_path)
     trie = NameTrie.for_task(task, tok)
     start = time.perf_counter()
     with make_progress() as bar:
