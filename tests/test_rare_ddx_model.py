@@ -311,6 +311,7 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     richness = result["shape_by_richness"]
     assert sum(b["n"] for b in richness["real (all cases)"].values()) == 3
     assert "Paired comparisons (top-1" in report and "Fidelity" in report
+    assert "prevalence: OMIM:" not in report  # texts are compared, not one row per disease
     assert "Calibration of the top-1 confidence" in report and "synthetic validation patients" in report
     assert (out / "plots" / "rare-ddx-reliability.png").exists()
     cal = result["calibration"]

@@ -519,7 +519,10 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
             for other, other_hit in (("knowledge ranker", ranker_hit), (ref_name, ref_hit)):
                 paired.append({"system_a": name, "system_b": other, "top1": paired_bootstrap_correct(hit, other_hit, **ev),
                                "mcnemar": mcnemar(hit, other_hit)})
-        fidelity = fidelity_report(records, [Record(i, t, None) for i, t in zip(s_ids, s_texts)], seed=cfg.eval.seed)
+        # The texts are compared, not the labels: with one disease per patient a per-label prevalence
+        # table would be a row for each of thousands of diseases, so neither side carries labels here.
+        fidelity = fidelity_report([Record(r.id, r.text, None) for r in records],
+                                   [Record(i, t, None) for i, t in zip(s_ids, s_texts)], seed=cfg.eval.seed)
 
     with timer.stage("report"):
         from ..synth.hpo_patients import patient_shape, shape_by_richness
