@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Compare two finished rare-ddx runs on the real cases both scored (a developer tool).
+
+    python tools/compare_rare_ddx_runs.py RUN_A RUN_B [--weights 0,0.05,0.1,0.25,0.5,1]
+
+Prints, per system (ranker, model alone, model + ranker; full annotations), the top-1 of each run,
+their paired difference A - B with a 95% bootstrap interval and the exact McNemar test; then the
+top-1 each run's model scores would give fused with the ranker at fixed weights. The weight sweep
+is measured on the scored cases themselves: a diagnostic of where a difference comes from (the model
+or the weight chosen on synthetic patients), never a result to report as a test score.
+
+It reads only what a run writes: predictions/calibration.jsonl (gold and each system's top-1 hit),
+predictions/knowledge_ranker.jsonl (the ranker's top 10 and scores) and data/scores_model_cases.json
+(the model's log-probability of each of those names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from synthdx.evaluate.paired import mcnemar, paired_bootstrap_correct
+from synthdx.infer.rerank import fuse
+
+SYSTEMS = ("knowledge ranker", "fine-tuned model reranks", "fine-tuned model + ranker")
+
+
+def _jsonl(path: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def _hits(cal: dict[str, dict], ids: list[str], prefix: str) -> tuple[str, np.ndarray]:
+    names = [k for k in cal[ids[0]]["systems"] if k.startswith(prefix) and "own publication" not in k]
+    if len(names) != 1:
+        raise SystemExit(f"expected one system named {prefix!r}..., found {names}")
+    return names[0], np.array([cal[i]["systems"][names[0]]["correct"] for i in ids])
+
+
+def top1_at_weight(run: Path, ids: list[str], weight: float, k: int = 10) -> float:
+    """Top-1 of the run's model fused with its ranker's top `k` at `weight` (infer.rerank.fuse)."""
+    gold = {i: set(r["gold"]) for i, r in _jsonl(run / "predictions" / "calibration.jsonl").items()}
+    ranker = _jsonl(run / "predictions" / "knowledge_ranker.jsonl")
+    model = json.loads((run / "data" / "scores_model_cases.json").read_text())
+    hits = []
+    for i in ids:
+        top = ranker[i]["ranking"][:k]
+        names = [e["id"] for e in top]
+        fused = fuse(np.array([e["score"] for e in top]), np.array([model[i][d] for d in names]), weight)
+        hits.append(names[int(np.argmax(fused))] in gold[i])
+    return float(np.mean(hits))
+
+
+def compare(run_a: Path, run_b: Path, weights: list[float], n_resamples: int = 1000) -> list[str]:
+    cal_a = _jsonl(run_a / "predictions" / "calibration.jsonl")
+    cal_b = _jsonl(run_b / "predictions" / "calibration.jsonl")
+    ids = sorted(set(cal_a) & set(cal_b))
+    if not ids:
+        raise SystemExit("the two runs scored no case in common")
+    lines = [f"{len(ids)} cases scored by both runs (A: {len(cal_a)}, B: {len(cal_b)})",
+             "| system (A / B) | top-1 A | top-1 B | A - B [95% CI] | p (paired bootstrap) "
+             "| only A / only B first | p (McNemar exact) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for prefix in SYSTEMS:
+        (name_a, hit_a), (name_b, hit_b) = _hits(cal_a, ids, prefix), _hits(cal_b, ids, prefix)
+        pb = paired_bootstrap_correct(hit_a, hit_b, n_resamples=n_resamples, seed=0)
+        mc = mcnemar(hit_a, hit_b)
+        label = name_a if name_a == name_b else f"{name_a} / {name_b}"
+        lines.append(f"| {label} | {hit_a.mean():.3f} | {hit_b.mean():.3f} | {pb['diff']:+.3f} "
+                     f"[{pb['ci'][0]:+.3f}, {pb['ci'][1]:+.3f}] | {pb['p_value']:.3f} "
+                     f"| {mc['b']} / {mc['c']} | {mc['p_value']:.3f} |")
+    lines += ["", "Model + ranker top-1 at fixed weights (on these cases: a diagnostic, not a result)",
+              "| weight | A | B |", "|---:|---:|---:|"]
+    for w in weights:
+        lines.append(f"| {w:g} | {top1_at_weight(run_a, ids, w):.3f} | {top1_at_weight(run_b, ids, w):.3f} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_a", type=Path)
+    ap.add_argument("run_b", type=Path)
+    ap.add_argument("--weights", default="0,0.05,0.1,0.25,0.5,1",
+                    help="comma-separated fusion weights for the diagnostic sweep")
+    args = ap.parse_args(argv)
+    print("\n".join(compare(args.run_a, args.run_b, [float(w) for w in args.weights.split(",")])))
+
+
+if __name__ == "__main__":
+    main()
