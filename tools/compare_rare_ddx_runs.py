@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from synthdx.evaluate.paired import mcnemar, paired_bootstrap_correct
-from synthdx.infer.rerank import fuse
+from synthdx.experiments.rare_ddx import reranked_gold_rank, system_scores
 
 SYSTEMS = ("knowledge ranker", "fine-tuned model reranks", "fine-tuned model + ranker")
 
@@ -39,18 +39,26 @@ def _hits(cal: dict[str, dict], ids: list[str], prefix: str) -> tuple[str, np.nd
     return names[0], np.array([cal[i]["systems"][names[0]]["correct"] for i in ids])
 
 
-def top1_at_weight(run: Path, ids: list[str], weight: float, k: int = 10) -> float:
-    """Top-1 of the run's model fused with its ranker's top `k` at `weight` (infer.rerank.fuse)."""
-    gold = {i: set(r["gold"]) for i, r in _jsonl(run / "predictions" / "calibration.jsonl").items()}
+def load_reranking(run: Path, cal: dict[str, dict], ids: list[str],
+                   k: int = 10) -> tuple[list, list[dict], list[list[str]]]:
+    """Per case of `ids`, read once: the ranker's top `k` as the experiment's `retrieved` triples
+    (ids, scores, the gold's rank beyond them: inf, which no top-1 needs), the model's scores of
+    those names, and the gold ids (from the run's calibration rows `cal`)."""
     ranker = _jsonl(run / "predictions" / "knowledge_ranker.jsonl")
     model = json.loads((run / "data" / "scores_model_cases.json").read_text())
-    hits = []
+    retrieved = []
     for i in ids:
         top = ranker[i]["ranking"][:k]
-        names = [e["id"] for e in top]
-        fused = fuse(np.array([e["score"] for e in top]), np.array([model[i][d] for d in names]), weight)
-        hits.append(names[int(np.argmax(fused))] in gold[i])
-    return float(np.mean(hits))
+        retrieved.append(([e["id"] for e in top], np.array([e["score"] for e in top]), float("inf")))
+    return retrieved, [model[i] for i in ids], [cal[i]["gold"] for i in ids]
+
+
+def top1_at_weight(reranking: tuple[list, list[dict], list[list[str]]], weight: float) -> float:
+    """Top-1 of a run's model fused with its ranker at `weight`, the way the experiment fuses."""
+    retrieved, model_scores, golds = reranking
+    fused = system_scores(retrieved, model_scores, weight)
+    return float(np.mean([reranked_gold_rank(top_ids, f, gold, beyond) == 1
+                          for (top_ids, _, beyond), f, gold in zip(retrieved, fused, golds)]))
 
 
 def compare(run_a: Path, run_b: Path, weights: list[float], n_resamples: int = 1000) -> list[str]:
@@ -72,8 +80,9 @@ def compare(run_a: Path, run_b: Path, weights: list[float], n_resamples: int = 1
                      f"| {mc['b']} / {mc['c']} | {mc['p_value']:.3f} |")
     lines += ["", "Model + ranker top-1 at fixed weights (on these cases: a diagnostic, not a result)",
               "| weight | A | B |", "|---:|---:|---:|"]
+    rerank_a, rerank_b = load_reranking(run_a, cal_a, ids), load_reranking(run_b, cal_b, ids)
     for w in weights:
-        lines.append(f"| {w:g} | {top1_at_weight(run_a, ids, w):.3f} | {top1_at_weight(run_b, ids, w):.3f} |")
+        lines.append(f"| {w:g} | {top1_at_weight(rerank_a, w):.3f} | {top1_at_weight(rerank_b, w):.3f} |")
     return lines
 
 
