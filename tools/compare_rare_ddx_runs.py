@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from synthdx.evaluate.paired import mcnemar, paired_bootstrap_correct
-from synthdx.experiments.rare_ddx import reranked_gold_rank, system_scores
+from synthdx.experiments.rare_ddx import _fused_ranks
 
 SYSTEMS = ("knowledge ranker", "fine-tuned model reranks", "fine-tuned model + ranker")
 
@@ -55,10 +55,7 @@ def load_reranking(run: Path, cal: dict[str, dict], ids: list[str],
 
 def top1_at_weight(reranking: tuple[list, list[dict], list[list[str]]], weight: float) -> float:
     """Top-1 of a run's model fused with its ranker at `weight`, the way the experiment fuses."""
-    retrieved, model_scores, golds = reranking
-    fused = system_scores(retrieved, model_scores, weight)
-    return float(np.mean([reranked_gold_rank(top_ids, f, gold, beyond) == 1
-                          for (top_ids, _, beyond), f, gold in zip(retrieved, fused, golds)]))
+    return float(np.mean(np.asarray(_fused_ranks(*reranking, weight)) == 1))
 
 
 def compare(run_a: Path, run_b: Path, weights: list[float], n_resamples: int = 1000) -> list[str]:
