@@ -252,6 +252,7 @@ def test_mixture_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     for heading in ("Joint vs alone, per task", "The mixture", "Training", "Radiology:", "Rare-ddx:",
                     "Paired comparisons"):
         assert heading in report
+    assert "% of 1,000 resamples of the validation patients)" in report  # how firm each fusion weight is
     assert (out / "report.html").exists()
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["seeds"]["mixture"] == 0 and "radiology alone" in prov["models"]

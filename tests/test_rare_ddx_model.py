@@ -139,9 +139,23 @@ def test_choose_weight_follows_the_validation_patients():
     good = [{"A": -5.0, "B": -1.0}, {"A": -5.0, "B": -1.0}]   # the model knows B; the ranker says A
     w, table = choose_weight(retrieved, good, golds, [0.0, 1.0, math.inf])
     assert table["0.0"]["top1"] == 0.0 and table["inf"]["top1"] == 1.0 and w == 1.0
+    assert table["1.0"]["chosen_share"] == 1.0 and table["inf"]["chosen_share"] == 0.0  # every resample agrees
     bad = [{"A": -1.0, "B": -5.0}, {"A": -1.0, "B": -5.0}]
     w, _ = choose_weight(retrieved, bad, [["A"], ["A"]], [0.0, 1.0, math.inf])
     assert w == 0.0
+
+
+def test_choose_weight_reports_how_often_resamples_agree():
+    """Two patients: the model rescues the first (gold B) and sinks the second (gold A). Weight 0
+    keeps the ranker's order (A first: top-1 1/2); inf follows the model (B first: top-1 1/2); the
+    tie goes to the higher MRR, equal too, so to the first weight listed. A resample holding only
+    the first patient picks inf, only the second picks 0 (1/4 each); mixed ones tie and pick 0."""
+    retrieved = [(["A", "B"], np.array([1.0, 0.0]), 2.0), (["A", "B"], np.array([1.0, 0.0]), 1.0)]
+    ms = [{"A": -5.0, "B": -1.0}, {"A": -5.0, "B": -1.0}]
+    w, table = choose_weight(retrieved, ms, [["B"], ["A"]], [0.0, math.inf], n_resamples=4000)
+    assert w == 0.0
+    assert table["inf"]["chosen_share"] == pytest.approx(0.25, abs=0.03)
+    assert table["0.0"]["chosen_share"] + table["inf"]["chosen_share"] == pytest.approx(1.0)
 
 
 def test_richness_section_and_mix_adjusted_means():
@@ -222,6 +236,13 @@ def test_pick_diseases_random_or_best_studied(hpo):
     # validation in proportion to 1 + publications: better studied than a uniform draw, on average
     assert len(set(val_b)) == 50 and np.mean([pubs[d] for d in val_b]) > np.mean(list(pubs.values()))
     assert pick_diseases(hpo, usable, best.model_copy(update={"n_diseases": None}), random.Random(0))[0] == usable
+    # the validation draw set on its own: the training diseases stay those of the default draw
+    train_p, val_p = pick_diseases(hpo, usable, syn.model_copy(update={"validation_diseases": "publications"}),
+                                   random.Random(0))
+    assert train_p == train and val_p != val and np.mean([pubs[d] for d in val_p]) > np.mean(list(pubs.values()))
+    train_u, val_u = pick_diseases(hpo, usable, best.model_copy(update={"validation_diseases": "uniform"}),
+                                   random.Random(0))
+    assert train_u == train_b and len(val_u) == 50
 
 
 def _packet_zip(tmp_path: Path) -> Path:
@@ -312,6 +333,10 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     assert sum(b["n"] for b in richness["real (all cases)"].values()) == 3
     assert "Paired comparisons (top-1" in report and "Fidelity" in report
     assert "prevalence: OMIM:" not in report  # texts are compared, not one row per disease
+    assert "one each of diseases drawn from all candidates uniformly" in report  # the config's draw
+    assert "| chosen in resamples |" in report
+    shares = [d["chosen_share"] for d in result["fusion_weights"]["fine-tuned model"].values()]
+    assert sum(shares) == pytest.approx(1.0)
     assert "Calibration of the top-1 confidence" in report and "synthetic validation patients" in report
     assert (out / "plots" / "rare-ddx-reliability.png").exists()
     cal = result["calibration"]

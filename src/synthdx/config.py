@@ -116,8 +116,11 @@ class HPOSyntheticConfig(_Strict):
                                                            "(chosen by `diseases`); None: every candidate.")
     diseases: Literal["random", "best-studied"] = Field("random", description=(
         "Which n_diseases: a seeded random sample, or the n best-studied (most publications cited by their "
-        "annotations: published cases come mostly from these). best-studied also draws the validation "
-        "patients' diseases in proportion to their publications, as published cases arrive."))
+        "annotations: published cases come mostly from these)."))
+    validation_diseases: Literal["uniform", "publications"] | None = Field(None, description=(
+        "How the validation patients' diseases are drawn from all candidates: uniformly, or in proportion "
+        "to 1 + their publications, as published cases arrive. None: uniform for diseases=random, "
+        "publications for best-studied."))
     patients_per_disease: int = Field(5, ge=1)
     validation_patients: int = Field(200, ge=10, description="Held-out synthetic patients (diseases drawn from "
                                                              "all candidates) on which the fusion weight is chosen.")

@@ -273,7 +273,7 @@ class RareDdxPart:
                              "knowledge lacks the annotations citing the case's own publication; the model "
                              "scores and fusion weight are the same, and the model was trained on patients "
                              "generated from the full annotations, which flatters its rows there."),
-                       notes=[f"fusion weight chosen for {m}: {v['chosen']:g}" for m, v in
+                       notes=[f"fusion weight chosen for {m}: {v['chosen']:g}{_share(v)}" for m, v in
                               result["fusion_weights"].items()])]
         if result["paired"]:
             out.append(_paired_section(result["paired"]))
@@ -304,6 +304,12 @@ def _point(d: dict | None, key: str) -> dict | None:
     if not d or d.get(key) is None:
         return None
     return {"value": d[key], "ci": d.get(f"{key}_ci")}
+
+
+def _share(weights: dict) -> str:
+    """How often the chosen fusion weight wins when the validation patients are resampled."""
+    share = weights["tried"][str(weights["chosen"])].get("chosen_share")
+    return "" if share is None else f" (chosen in {share:.0%} of 1,000 resamples of the validation patients)"
 
 
 def _p(p: float) -> str:
