@@ -68,6 +68,7 @@ def test_mixture_config_validation(tmp_path):
     bad(lambda r: r["tasks"][0].update(weight=0), r"tasks\.0\.radiology\.weight")
     bad(lambda r: r["tasks"][1].update(teacher={"kind": "rules"}), r"tasks\.1\.rare-ddx\.teacher")  # not a rare-ddx section
     bad(lambda r: r["tasks"][0].update(task="mtsamples"), "tasks.0")
+    bad(lambda r: r["tasks"][1].update(rerank={"tuning_cases": 50}), "rare-ddx experiment alone")
     bad(lambda r: r["tasks"][0]["data"].update(validation_fraction=0.1), "validation_fraction must be 0")
     bad(lambda r: r.update(mixture={"n_examples": 0}), "mixture.n_examples")
 

@@ -9,6 +9,7 @@ import json
 import math
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -380,3 +381,47 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_model_dir, hpo):
     other = cfg.model_copy(update={"rerank": cfg.rerank.model_copy(update={"top_k": 12})})
     with pytest.raises(ConfigError, match="rerank.top_k"):
         run_rare_ddx(other, out)
+
+
+def test_split_tuning_cases_sets_real_cases_apart(tmp_path):
+    from synthdx.errors import ConfigError
+    from synthdx.experiments.rare_ddx import split_tuning_cases
+
+    cases = [SimpleNamespace(id=f"case_{i}") for i in range(30)]
+    tuning, rest = split_tuning_cases(cases, 10, "s", "cases.zip")
+    assert len(tuning) == 10 and len(rest) == 20 and not {c.id for c in tuning} & {c.id for c in rest}
+    assert [c.id for c in rest] == [c.id for c in cases if c not in tuning]  # the rest keep their order
+    # the last 10 by hash: the scored sample (first N by hash) is the same as without tuning cases
+    assert [c.id for c in hash_sample(rest, 5, "s")] == [c.id for c in hash_sample(cases, 5, "s")]
+    assert split_tuning_cases(list(reversed(cases)), 10, "s", "x")[0] == tuning  # not file order
+    assert split_tuning_cases(cases, None, "s", "x") == ([], cases)
+    with pytest.raises(ConfigError, match="cases.zip has 30 labelled cases"):
+        split_tuning_cases(cases, 30, "s", "cases.zip")
+
+
+def test_fusion_weight_chosen_on_real_tuning_cases(tmp_path, tiny_model_dir):
+    """rerank.tuning_cases: the weight is chosen on real cases that are never scored, and the report,
+    the metrics and the model's task file say so."""
+    from synthdx.config import load_config
+    from synthdx.experiments.rare_ddx import run_rare_ddx
+
+    path = tmp_path / "cases.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(14):
+            z.writestr(f"FBN1/PMID_{i}_x.json", json.dumps(marfan_packet(f"PMID_{i}_x")))
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "rare-ddx-cpu.yaml", [
+        f"data.path={path}", "data.max_model_cases=null", "synthetic.n_diseases=3", "synthetic.validation_patients=10",
+        f"train.model={tiny_model_dir}", "train.max_steps=1", "eval.zero_shot=false", "eval.n_resamples=100",
+        "eval.constrained_beam=0", "rerank.tuning_cases=10"])
+    out = tmp_path / "run"
+    result = run_rare_ddx(cfg, out)
+    assert result["all_cases"]["knowledge ranker"]["n"] == 14 and result["model_cases"]["knowledge ranker"]["n"] == 4
+    metrics = json.loads((out / "metrics.json").read_text())
+    tuned = set(metrics["extra"]["data"]["tuning_cases"])
+    scored = {json.loads(line)["id"] for line in (out / "predictions" / "model.jsonl").read_text().splitlines()}
+    assert len(tuned) == 10 and len(scored) == 4 and not tuned & scored
+    assert set(json.loads((out / "data" / "scores_model_tuning.json").read_text())) == tuned
+    report = (out / "report.md").read_text()
+    assert "Fusion weights tried on real tuning cases" in report and "chosen on 10 labelled real cases" in report
+    spec = json.loads((out / "model" / "synthdx_task.json").read_text())
+    assert spec["rerank"]["weight_chosen_on"].startswith("10 real tuning cases")

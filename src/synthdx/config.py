@@ -132,6 +132,10 @@ class RerankConfig(_Strict):
     top_k: int = Field(10, ge=10, description="The knowledge ranker's top K go to the model (rankings hold K >= 10).")
     weights: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, float("inf")],
                                  description="Fusion weights tried on the synthetic validation patients.")
+    tuning_cases: int | None = Field(None, ge=10, description=(
+        "Choose the fusion weight on this many labelled real cases instead of the synthetic validation "
+        "patients: the last ones in the hash order of ids, never among the cases scored. None: synthetic "
+        "patients only, no real label is used before the test."))
 
 
 class RankingEvalConfig(_Strict):
@@ -334,6 +338,13 @@ class RareDdxTaskEntry(_Strict):
     synthetic: HPOSyntheticConfig = HPOSyntheticConfig()
     rerank: RerankConfig = RerankConfig()
     eval: RankingEvalConfig = RankingEvalConfig()
+
+    @model_validator(mode="after")
+    def _synthetic_weights_only(self) -> "RareDdxTaskEntry":
+        if self.rerank.tuning_cases:
+            raise ValueError("rerank.tuning_cases is for the rare-ddx experiment alone; a mixture chooses "
+                             "its fusion weights on synthetic patients")
+        return self
 
     def experiment(self, train: TrainSection, title: str) -> RareDdxConfig:
         mtt = self.max_text_tokens or train.max_text_tokens

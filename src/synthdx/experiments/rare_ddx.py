@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..config import RareDdxConfig
+from ..errors import ConfigError
 from ..io import read_jsonl, write_json, write_jsonl
 from ..patients import Case
 from ..progress import StageTimer, console, log, make_progress, run_log
@@ -300,6 +301,7 @@ class RareDdxData:
     s_texts: list[str]
     s_ids: list[str]
     synthetic_seed: int
+    tuning: list[Case] = field(default_factory=list)  # real cases the fusion weight is chosen on, never scored
 
     def text_of(self, case: Case, seed: int) -> str:
         from ..tasks.rare_ddx_render import render_summary
@@ -358,9 +360,12 @@ def prepare_rare_ddx_data(cfg: RareDdxConfig, out: Path, timer: StageTimer) -> R
         cases = [c for c in load_phenopackets(cfg.data.path) if c.gold]
         if not cases:
             raise ValueError(f"{cfg.data.path}: no case has a diagnosis to score against")
-        sample = hash_sample(cases, cfg.data.max_model_cases, cfg.data.sample_salt)
+        tuning, cases_left = split_tuning_cases(cases, cfg.rerank.tuning_cases, cfg.data.sample_salt, cfg.data.path)
+        sample = hash_sample(cases_left, cfg.data.max_model_cases, cfg.data.sample_salt)
         write_json(data_dir / "model_cases.json", {"rule": f"first {cfg.data.max_model_cases} by sha256("
-                                                           f"'{cfg.data.sample_salt}:'+id)", "ids": [c.id for c in sample]})
+                                                           f"'{cfg.data.sample_salt}:'+id)", "ids": [c.id for c in sample],
+                                                   "tuning_ids (the last by the same hash, never scored)":
+                                                       [c.id for c in tuning]})
         _say(f"{len(cases)} labelled cases; the model systems are scored on {len(sample)} of them")
 
     with timer.stage("generate synthetic patients"):
@@ -391,7 +396,20 @@ def prepare_rare_ddx_data(cfg: RareDdxConfig, out: Path, timer: StageTimer) -> R
                             what="the real cases the model is scored on (against the synthetic training patients)")
 
     return RareDdxData(knowledge, candidates, ranker, task, cases, sample, train_cases, val_cases, records,
-                       s_texts, s_ids, cfg.synthetic.seed)
+                       s_texts, s_ids, cfg.synthetic.seed, tuning)
+
+
+def split_tuning_cases(cases: Sequence[Case], n: int | None, salt: str, path) -> tuple[list[Case], list[Case]]:
+    """(the last `n` cases in the hash order of ids, the others in their order): real cases to choose
+    the fusion weight on, kept out of every sample the model is scored on."""
+    if not n:
+        return [], list(cases)
+    if n >= len(cases):
+        raise ConfigError(f"rerank.tuning_cases={n}: {path} has {len(cases)} labelled cases; "
+                          "some must be left to score")
+    tuning = sorted(cases, key=lambda c: hash_bucket(c.id, salt))[-n:]
+    ids = {c.id for c in tuning}
+    return tuning, [c for c in cases if c.id not in ids]
 
 
 def _run(cfg: RareDdxConfig, out: Path) -> dict:
@@ -447,6 +465,8 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
 
     with timer.stage("retrieve the top candidates"):
         retrieved = {"full": _retrieve(ranker, sample, k, False), "val": _retrieve(ranker, val_cases, k, False)}
+        if d.tuning:
+            retrieved["tune"] = _retrieve(ranker, d.tuning, k, False)
         if cfg.eval.leave_out_own_publication:
             retrieved["left_out"] = _retrieve(ranker, sample, k, True)
         s_cands = union_candidates(retrieved["full"], retrieved.get("left_out"))
@@ -479,11 +499,19 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                                  v_ids, f"{label}: synthetic validation")
             s_ms = _model_scores(path, task, s_texts, s_cands, data_dir / f"scores_{key}_cases.json",
                                  s_ids, f"{label}: real cases")
-            w, table = choose_weight(retrieved["val"], v_ms, v_golds, cfg.rerank.weights)
+            if d.tuning:  # chosen on real cases set apart for it; the synthetic patients only report
+                t_ms = _model_scores(path, task, [d.text_of(c, 0) for c in d.tuning],
+                                     [r[0] for r in retrieved["tune"]], data_dir / f"scores_{key}_tuning.json",
+                                     [c.id for c in d.tuning], f"{label}: real tuning cases")
+                w, table = choose_weight(retrieved["tune"], t_ms, [list(c.gold) for c in d.tuning],
+                                         cfg.rerank.weights)
+            else:
+                w, table = choose_weight(retrieved["val"], v_ms, v_golds, cfg.rerank.weights)
             weights_table[label] = table
             chosen[label] = w
             synthetic_scores[f"{label} alone"] = _quick(_fused_ranks(retrieved["val"], v_ms, v_golds, float("inf")))
-            synthetic_scores[f"{label} + ranker (weight {w:g})"] = table[str(w)]
+            synthetic_scores[f"{label} + ranker (weight {w:g})"] = _quick(_fused_ranks(retrieved["val"], v_ms,
+                                                                                       v_golds, w))
             for variant, ret_key in (("", "full"), (", own publication left out", "left_out")):
                 if ret_key not in retrieved:
                     continue
@@ -506,7 +534,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                 write_jsonl(pred_dir / "model_ranker.jsonl", _ranking_rows(s_ids, retrieved["full"], s_ms, w, names))
                 write_jsonl(pred_dir / "knowledge_ranker.jsonl",
                             _ranking_rows(s_ids, retrieved["full"], None, 0.0, names))
-                store_rerank_settings(out / "model", k, w, cfg.knowledge.prior)
+                store_rerank_settings(out / "model", k, w, cfg.knowledge.prior, chosen_on=weight_chosen_on(d))
 
     constrained = None
     if cfg.eval.constrained_beam:
@@ -562,8 +590,9 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                      # a diagnostic of the disease choice, read after training (never used by it)
                      "scored_cases_with_trained_disease": float(np.mean([
                          bool(set(c.gold) & trained) for c in sample])),
-                     "synthetic_validation_patients": len(val_cases)},
-            "constrained_decoding": constrained,
+                     "synthetic_validation_patients": len(val_cases),
+                     "tuning_cases": [c.id for c in d.tuning]},
+            "weight_chosen_on": weight_chosen_on(d), "constrained_decoding": constrained,
             "training": train_stats, "timings_seconds": timer.timings, "hardware": hardware()})
         write_provenance(out, config=cfg.model_dump(), data_sources={"real cases": cfg.data.path},
                          seeds={"synthetic": cfg.synthetic.seed, "train": cfg.train.seed, "eval": cfg.eval.seed},
@@ -588,7 +617,14 @@ def _quick(ranks: Sequence[float]) -> dict:
     return {"top1": m["top1"], "mrr": m["mrr"]}
 
 
-def store_rerank_settings(model_dir: Path, top_k: int, weight: float, prior: str, task: str = "rare-ddx") -> None:
+def weight_chosen_on(d: RareDdxData) -> str:
+    """Where the fusion weight was chosen, in words."""
+    return (f"{len(d.tuning)} real tuning cases, never scored (top-1, then MRR)" if d.tuning
+            else "held-out synthetic patients (top-1, then MRR)")
+
+
+def store_rerank_settings(model_dir: Path, top_k: int, weight: float, prior: str, task: str = "rare-ddx",
+                          chosen_on: str = "held-out synthetic patients (top-1, then MRR)") -> None:
     """How the model ranks, in its task file (read by `synthdx predict --task rare-ddx`): at the top
     of a one-task spec, in the task's own spec of a jointly trained model (`experiments.mixture`)."""
     from ..train.mixture import MULTI_TASK_KIND
@@ -598,7 +634,7 @@ def store_rerank_settings(model_dir: Path, top_k: int, weight: float, prior: str
     spec = json.loads(path.read_text())
     target = spec["tasks"][task] if spec.get("kind") == MULTI_TASK_KIND else spec
     target["rerank"] = {"top_k": top_k, "weight": None if np.isinf(weight) else weight, "prior": prior,
-                        "weight_chosen_on": "held-out synthetic patients (top-1, then MRR)"}
+                        "weight_chosen_on": chosen_on}
     write_json(path, spec)
 
 
@@ -716,24 +752,28 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
                 text=(f"The knowledge ranker's top {cfg.rerank.top_k} of every candidate are reranked by the model "
                       "(log-probability of each disease name); beyond them the ranker's order stands. "
                       "'+ ranker' adds the ranker's log-posterior over the top K and the model's log-probability "
-                      "times a weight chosen on held-out synthetic patients."),
+                      f"times a weight chosen on {extra['weight_chosen_on'].split(' (')[0]}."),
                 notes=["With own publication left out, only retrieval changes: the model's weights were trained "
                        "on patients generated from the full annotations, which flatters the model rows."]
+                + _tuning_notes(extra["data"]["tuning_cases"])
                 + _constrained_notes(extra.get("constrained_decoding"))),
         _by_terms_section({**{f"{n} (all cases)": v for n, v in systems_all.items() if "left out" not in n},
                            **{f"{n} ({n_model} cases)": v for n, v in systems.items() if "left out" not in n}}),
-        Section("Held-out synthetic patients (where the fusion weight is chosen)", header=["system", "top-1", "MRR"],
+        Section("Held-out synthetic patients" + ("" if extra["data"]["tuning_cases"]
+                                                 else " (where the fusion weight is chosen)"),
+                header=["system", "top-1", "MRR"],
                 rows=[[n, f"{d['top1']:.3f}", f"{d['mrr']:.3f}"] for n, d in synthetic_scores.items()],
                 text=(f"{extra['data']['synthetic_validation_patients']} patients, one each of diseases drawn "
                       "from all candidates " + ("uniformly" if validation_draw(cfg.synthetic) == "uniform"
                                                 else "in proportion to 1 + their publications") + ".")),
-        Section("Fusion weights tried on synthetic patients",
+        Section("Fusion weights tried on " + ("real tuning cases" if extra["data"]["tuning_cases"]
+                                              else "synthetic patients"),
                 header=["model", "weight", "top-1", "MRR", "chosen in resamples"],
                 rows=[[m, w, f"{d['top1']:.3f}", f"{d['mrr']:.3f}", f"{d['chosen_share']:.0%}"]
                       for m, t in weights_table.items() for w, d in t.items()],
                 notes=[f"chosen: {m} weight {w:g}" for m, w in chosen.items()]
-                + ["'chosen in resamples': how often each weight wins when the validation patients are "
-                   "resampled with replacement (1,000 times); a split vote means the choice is noise."]),
+                + ["'chosen in resamples': how often each weight wins when the patients or cases it is chosen "
+                   "on are resampled with replacement (1,000 times); a split vote means the choice is noise."]),
         _paired_section(paired),
         _calibration_section(calibration, cfg.rerank.top_k, extra["data"]["synthetic_validation_patients"]),
         Section("Synthetic patients vs real cases: shape", header=["statistic"] + list(shapes),
@@ -760,6 +800,15 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
                "calibration": calibration}
     write_ranking_report(out, cfg.title, sections, metrics, extra)
     return metrics
+
+
+def _tuning_notes(tuning_ids: list[str]) -> list[str]:
+    """Where real labels entered: the fusion weight, when chosen on real tuning cases."""
+    if not tuning_ids:
+        return []
+    return [f"The fusion weight is chosen on {len(tuning_ids)} labelled real cases (the last by hash of id; "
+            "none is scored here): the '+ ranker' rows use real labels for that one number. The model "
+            "itself is trained on synthetic patients only."]
 
 
 def _constrained_notes(constrained: dict | None) -> list[str]:
