@@ -736,6 +736,7 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
     from ..evaluate.ranking_report import RANKING_HEADER, Section, ranking_rows, write_ranking_report
 
     n_model = next(iter(systems.values()))["n"]
+    tuned = extra["data"]["tuning_cases"]  # ids of the real cases the fusion weight was chosen on, if any
     sections = [
         Section("Knowledge ranker on all cases", header=RANKING_HEADER,
                 rows=ranking_rows({**systems_all, **PUBLISHED}),
@@ -752,22 +753,20 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
                 text=(f"The knowledge ranker's top {cfg.rerank.top_k} of every candidate are reranked by the model "
                       "(log-probability of each disease name); beyond them the ranker's order stands. "
                       "'+ ranker' adds the ranker's log-posterior over the top K and the model's log-probability "
-                      f"times a weight chosen on {extra['weight_chosen_on'].split(' (')[0]}."),
+                      f"times a weight chosen on {'real tuning cases' if tuned else 'held-out synthetic patients'}."),
                 notes=["With own publication left out, only retrieval changes: the model's weights were trained "
                        "on patients generated from the full annotations, which flatters the model rows."]
-                + _tuning_notes(extra["data"]["tuning_cases"])
+                + _tuning_notes(tuned)
                 + _constrained_notes(extra.get("constrained_decoding"))),
         _by_terms_section({**{f"{n} (all cases)": v for n, v in systems_all.items() if "left out" not in n},
                            **{f"{n} ({n_model} cases)": v for n, v in systems.items() if "left out" not in n}}),
-        Section("Held-out synthetic patients" + ("" if extra["data"]["tuning_cases"]
-                                                 else " (where the fusion weight is chosen)"),
+        Section("Held-out synthetic patients" + ("" if tuned else " (where the fusion weight is chosen)"),
                 header=["system", "top-1", "MRR"],
                 rows=[[n, f"{d['top1']:.3f}", f"{d['mrr']:.3f}"] for n, d in synthetic_scores.items()],
                 text=(f"{extra['data']['synthetic_validation_patients']} patients, one each of diseases drawn "
                       "from all candidates " + ("uniformly" if validation_draw(cfg.synthetic) == "uniform"
                                                 else "in proportion to 1 + their publications") + ".")),
-        Section("Fusion weights tried on " + ("real tuning cases" if extra["data"]["tuning_cases"]
-                                              else "synthetic patients"),
+        Section("Fusion weights tried on " + ("real tuning cases" if tuned else "synthetic patients"),
                 header=["model", "weight", "top-1", "MRR", "chosen in resamples"],
                 rows=[[m, w, f"{d['top1']:.3f}", f"{d['mrr']:.3f}", f"{d['chosen_share']:.0%}"]
                       for m, t in weights_table.items() for w, d in t.items()],
