@@ -462,6 +462,8 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                     ref_hit = np.asarray(s_ranks) == 1
     v_golds = [list(c.gold) for c in val_cases]
     v_texts, v_ids = d.validation_texts(), [c.id for c in val_cases]
+    t_texts, t_ids = [d.text_of(c, 0) for c in d.tuning], [c.id for c in d.tuning]  # real tuning cases, if any
+    t_golds = [list(c.gold) for c in d.tuning]
 
     with timer.stage("retrieve the top candidates"):
         retrieved = {"full": _retrieve(ranker, sample, k, False), "val": _retrieve(ranker, val_cases, k, False)}
@@ -500,11 +502,9 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
             s_ms = _model_scores(path, task, s_texts, s_cands, data_dir / f"scores_{key}_cases.json",
                                  s_ids, f"{label}: real cases")
             if d.tuning:  # chosen on real cases set apart for it; the synthetic patients only report
-                t_ms = _model_scores(path, task, [d.text_of(c, 0) for c in d.tuning],
-                                     [r[0] for r in retrieved["tune"]], data_dir / f"scores_{key}_tuning.json",
-                                     [c.id for c in d.tuning], f"{label}: real tuning cases")
-                w, table = choose_weight(retrieved["tune"], t_ms, [list(c.gold) for c in d.tuning],
-                                         cfg.rerank.weights)
+                t_ms = _model_scores(path, task, t_texts, [r[0] for r in retrieved["tune"]],
+                                     data_dir / f"scores_{key}_tuning.json", t_ids, f"{label}: real tuning cases")
+                w, table = choose_weight(retrieved["tune"], t_ms, t_golds, cfg.rerank.weights)
             else:
                 w, table = choose_weight(retrieved["val"], v_ms, v_golds, cfg.rerank.weights)
             weights_table[label] = table
@@ -592,7 +592,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                          bool(set(c.gold) & trained) for c in sample])),
                      "synthetic_validation_patients": len(val_cases),
                      "tuning_cases": [c.id for c in d.tuning]},
-            "weight_chosen_on": weight_chosen_on(d), "constrained_decoding": constrained,
+            "constrained_decoding": constrained,
             "training": train_stats, "timings_seconds": timer.timings, "hardware": hardware()})
         write_provenance(out, config=cfg.model_dump(), data_sources={"real cases": cfg.data.path},
                          seeds={"synthetic": cfg.synthetic.seed, "train": cfg.train.seed, "eval": cfg.eval.seed},
@@ -617,14 +617,16 @@ def _quick(ranks: Sequence[float]) -> dict:
     return {"top1": m["top1"], "mrr": m["mrr"]}
 
 
+SYNTHETIC_CHOICE = "held-out synthetic patients (top-1, then MRR)"
+
+
 def weight_chosen_on(d: RareDdxData) -> str:
     """Where the fusion weight was chosen, in words."""
-    return (f"{len(d.tuning)} real tuning cases, never scored (top-1, then MRR)" if d.tuning
-            else "held-out synthetic patients (top-1, then MRR)")
+    return f"{len(d.tuning)} real tuning cases, never scored (top-1, then MRR)" if d.tuning else SYNTHETIC_CHOICE
 
 
 def store_rerank_settings(model_dir: Path, top_k: int, weight: float, prior: str, task: str = "rare-ddx",
-                          chosen_on: str = "held-out synthetic patients (top-1, then MRR)") -> None:
+                          chosen_on: str = SYNTHETIC_CHOICE) -> None:
     """How the model ranks, in its task file (read by `synthdx predict --task rare-ddx`): at the top
     of a one-task spec, in the task's own spec of a jointly trained model (`experiments.mixture`)."""
     from ..train.mixture import MULTI_TASK_KIND
