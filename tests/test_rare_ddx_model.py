@@ -411,7 +411,7 @@ def test_fusion_weight_chosen_on_real_tuning_cases(tmp_path, tiny_model_dir):
             z.writestr(f"FBN1/PMID_{i}_x.json", json.dumps(marfan_packet(f"PMID_{i}_x")))
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "rare-ddx-cpu.yaml", [
         f"data.path={path}", "data.max_model_cases=null", "synthetic.n_diseases=3", "synthetic.validation_patients=10",
-        f"train.model={tiny_model_dir}", "train.max_steps=1", "eval.zero_shot=false", "eval.n_resamples=100",
+        f"train.model={tiny_model_dir}", "train.max_steps=1", "eval.zero_shot=true", "eval.n_resamples=100",
         "eval.constrained_beam=0", "rerank.tuning_cases=10"])
     out = tmp_path / "run"
     result = run_rare_ddx(cfg, out)
@@ -425,3 +425,11 @@ def test_fusion_weight_chosen_on_real_tuning_cases(tmp_path, tiny_model_dir):
     assert "Fusion weights tried on real tuning cases" in report and "chosen on 10 labelled real cases" in report
     spec = json.loads((out / "model" / "synthdx_task.json").read_text())
     assert spec["rerank"]["weight_chosen_on"].startswith("10 real tuning cases")
+    # the base model's weight is chosen on the same tuning cases, and each fine-tuned system is paired
+    # with the base model's system of the same kind (what the synthetic training adds)
+    assert set(json.loads((out / "data" / "scores_zero_shot_tuning.json").read_text())) == tuned
+    base = [c for c in result["paired"] if c["system_b"].startswith("base model zero-shot")]
+    assert [(c["system_a"].split(" (")[0], c["system_b"].split(" (")[0]) for c in base] == [
+        ("fine-tuned model alone", "base model zero-shot alone"),
+        ("fine-tuned model + ranker", "base model zero-shot + ranker")]
+    assert all(c["mcnemar"]["n"] == 4 for c in base)

@@ -494,7 +494,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     models = [("fine-tuned model", str(out / "model"), "model")]
     if cfg.eval.zero_shot:
         models.append(("base model zero-shot", cfg.train.model, "zero_shot"))
-    chosen = {}
+    chosen, model_ranks = {}, {}
     for label, path, key in models:
         with timer.stage(f"{label} reranks the top {k}"):
             v_ms = _model_scores(path, task, v_texts, v_cands, data_dir / f"scores_{key}_validation.json",
@@ -525,10 +525,10 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                         sys_name, system_scores(retrieved[ret_key], s_ms, weight), [r == 1 for r in ranks],
                         system_scores(retrieved["val"], v_ms, weight),
                         [r == 1 for r in _fused_ranks(retrieved["val"], v_ms, v_golds, weight)], main=not variant))
+            model_ranks[key] = {f"{label} alone": _fused_ranks(retrieved["full"], s_ms, s_golds, float("inf")),
+                                f"{label} + ranker (weight {w:g})": _fused_ranks(retrieved["full"], s_ms, s_golds, w)}
             if key == "model":
-                paired_ranks = {"fine-tuned model alone": _fused_ranks(retrieved["full"], s_ms, s_golds, float("inf")),
-                                f"fine-tuned model + ranker (weight {w:g})": _fused_ranks(retrieved["full"], s_ms,
-                                                                                         s_golds, w)}
+                paired_ranks = dict(model_ranks[key])
                 names = task.names
                 write_jsonl(pred_dir / "model.jsonl", _ranking_rows(s_ids, retrieved["full"], s_ms, float("inf"), names))
                 write_jsonl(pred_dir / "model_ranker.jsonl", _ranking_rows(s_ids, retrieved["full"], s_ms, w, names))
@@ -561,13 +561,19 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
         from ..evaluate.fidelity import fidelity_report
         from ..evaluate.paired import mcnemar, paired_bootstrap_correct
 
+        def pair(name: str, hit: np.ndarray, other: str, other_hit: np.ndarray) -> dict:
+            return {"system_a": name, "system_b": other, "top1": paired_bootstrap_correct(hit, other_hit, **ev),
+                    "mcnemar": mcnemar(hit, other_hit)}
+
         ranker_hit = np.array([r[2] == 1 for r in retrieved["full"]])
-        paired = []
-        for name, ranks in paired_ranks.items():
-            hit = np.asarray(ranks) == 1
-            for other, other_hit in (("knowledge ranker", ranker_hit), (ref_name, ref_hit)):
-                paired.append({"system_a": name, "system_b": other, "top1": paired_bootstrap_correct(hit, other_hit, **ev),
-                               "mcnemar": mcnemar(hit, other_hit)})
+        paired = [pair(name, np.asarray(ranks) == 1, other, other_hit) for name, ranks in paired_ranks.items()
+                  for other, other_hit in (("knowledge ranker", ranker_hit), (ref_name, ref_hit))]
+        # What the synthetic training adds: each fine-tuned system against the same system built on the
+        # base model it started from (alone vs alone, fused vs fused, each with its own chosen weight).
+        if "zero_shot" in model_ranks:
+            paired += [pair(name, np.asarray(ranks) == 1, base_name, np.asarray(base_ranks) == 1)
+                       for (name, ranks), (base_name, base_ranks)
+                       in zip(model_ranks["model"].items(), model_ranks["zero_shot"].items())]
         # The texts are compared, not the labels: with one disease per patient a per-label prevalence
         # table would be a row for each of thousands of diseases, so neither side carries labels here.
         fidelity = fidelity_report([Record(r.id, r.text, None) for r in records],
@@ -654,7 +660,9 @@ def _paired_section(paired: list[dict]):
                    header=["A vs B", "top-1 A", "top-1 B", "A − B [95% CI]", "p (paired bootstrap)",
                            "only A / only B first", "p (McNemar exact)"], rows=rows, num_from=1,
                    text="Both systems rank the same cases: the difference's interval is a bootstrap over cases "
-                        "resampled together; McNemar uses the cases where exactly one system puts the gold first.")
+                        "resampled together; McNemar uses the cases where exactly one system puts the gold first. "
+                        "A fine-tuned system against the base model's (zero-shot) system of the same kind measures "
+                        "what training on synthetic patients adds.")
 
 
 def _write_calibration_cases(path: Path, calibration: dict, golds: Sequence[Sequence[str]]) -> None:
