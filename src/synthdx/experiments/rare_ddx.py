@@ -517,6 +517,8 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                     continue
                 alone = _fused_ranks(retrieved[ret_key], s_ms, s_golds, float("inf"))
                 fused = _fused_ranks(retrieved[ret_key], s_ms, s_golds, w)
+                if not variant:  # the full-knowledge systems, for the paired tests
+                    model_ranks[key] = {f"{label} alone": alone, f"{label} + ranker (weight {w:g})": fused}
                 systems[f"{label} reranks top {k}{variant}"] = evaluate_ranking(alone, s_cov, s_obs, **ev)
                 systems[f"{label} + ranker (weight {w:g}){variant}"] = evaluate_ranking(fused, s_cov, s_obs, **ev)
                 for sys_name, weight, ranks in ((f"{label} reranks top {k}{variant}", float("inf"), alone),
@@ -525,8 +527,6 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                         sys_name, system_scores(retrieved[ret_key], s_ms, weight), [r == 1 for r in ranks],
                         system_scores(retrieved["val"], v_ms, weight),
                         [r == 1 for r in _fused_ranks(retrieved["val"], v_ms, v_golds, weight)], main=not variant))
-            model_ranks[key] = {f"{label} alone": _fused_ranks(retrieved["full"], s_ms, s_golds, float("inf")),
-                                f"{label} + ranker (weight {w:g})": _fused_ranks(retrieved["full"], s_ms, s_golds, w)}
             if key == "model":
                 paired_ranks = dict(model_ranks[key])
                 names = task.names
