@@ -205,8 +205,12 @@ def test_model_scores_resume_after_an_interruption(tmp_path, tiny_model_dir, tas
     monkeypatch.setattr(rerank, "score_names", lambda *a, **kw: (seen.append(len(a[3])), real(*a, **kw))[1])
     resumed = rd._model_scores(str(tiny_model_dir), task, texts, cands, cache, ids, "resumed")
     assert seen == [2, 1]  # c2, c3, then c4: nothing scored twice
-    assert resumed == whole
-    assert rd._model_scores(str(tiny_model_dir), task, texts, cands, cache, ids, "cached") == whole
+    # equal to the uninterrupted run's up to rounding: on a CPU with native bf16 the scores are computed in
+    # bf16, where a batch of 1 and a batch of 5 round differently (0.01 nats of 40 seen); a resume bug
+    # (a case scored against another's names, or a chunk lost) would be off by whole nats or keys
+    assert [sorted(r) for r in resumed] == [sorted(r) for r in whole]
+    assert all(r == pytest.approx(w, rel=1e-3) for r, w in zip(resumed, whole))
+    assert rd._model_scores(str(tiny_model_dir), task, texts, cands, cache, ids, "cached") == resumed
     assert seen == [2, 1]  # all cached: no scoring at all
 
 
