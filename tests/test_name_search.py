@@ -89,6 +89,6 @@ def test_bf16_search_scores_its_names_as_reranking_does(task, tokenizer, tiny_mo
         assert len(row) == 5 and all(c in task.names for c, _ in row)
         exact, _ = score_names(model, tokenizer, task, [text], [[c for c, _ in row]],
                                autocast_dtype=torch.bfloat16)
-        # bf16 rounding grows with a name's length: a relative bound (0.1%, ~1/4 of bf16's epsilon); a
+        # bf16 rounding grows with a name's length: a relative bound (0.1%, about 1/8 of bf16's epsilon 2^-7); a
         # fixed 0.05 failed for a 375-nat name on a CPU without native bf16 (Xeon, AVX-512, no BF16)
         np.testing.assert_allclose([s for _, s in row], exact[0], rtol=1e-3, atol=0.05)

@@ -131,7 +131,8 @@ class HPOSyntheticConfig(_Strict):
 class RerankConfig(_Strict):
     top_k: int = Field(10, ge=10, description="The knowledge ranker's top K go to the model (rankings hold K >= 10).")
     weights: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, float("inf")],
-                                 description="Fusion weights tried on the synthetic validation patients.")
+                                 description="Fusion weights tried on the synthetic validation patients "
+                                             "(or the real tuning cases).")
     tuning_cases: int | None = Field(None, ge=10, description=(
         "Choose the fusion weight on this many labelled real cases instead of the synthetic validation "
         "patients: the last ones in the hash order of ids, never among the cases scored. None: synthetic "

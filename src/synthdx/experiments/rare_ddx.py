@@ -192,9 +192,9 @@ def _fused_ranks(retrieved, model_scores: list[dict[str, float]], golds, weight:
 
 def choose_weight(retrieved, model_scores, golds, weights: Sequence[float], n_resamples: int = 1000,
                   seed: int = 0) -> tuple[float, dict]:
-    """The fusion weight with the best top-1 (then MRR) on held-out synthetic patients, and a table
-    of each weight's top-1, MRR and `chosen_share`: the share of bootstrap resamples of the patients
-    in which it would have been chosen. A choice made in few resamples rests on a handful of patients."""
+    """The fusion weight with the best top-1 (then MRR) on the held-out patients or cases given
+    (synthetic validation patients, or real tuning cases), and a table of each weight's top-1, MRR and
+    `chosen_share`: the share of bootstrap resamples of them in which it would have been chosen. A choice made in few resamples rests on a handful of patients."""
     ranks = np.array([_fused_ranks(retrieved, model_scores, golds, w) for w in weights], dtype=float)
     hit, rr = (ranks == 1).astype(float), 1.0 / ranks
     table = {str(w): _quick(r) for w, r in zip(weights, ranks)}
