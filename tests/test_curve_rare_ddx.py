@@ -15,9 +15,10 @@ import pytest
 from synthdx.config import CurveSource
 from synthdx.evaluate.ranking import evaluate_ranking
 from synthdx.experiments.curve import training_set
-from synthdx.experiments.curve_rare_ddx import publication_groups, publication_split, rank_point_scores
+from synthdx.experiments.curve_rare_ddx import publication_split, rank_point_scores
 from synthdx.patients import Case, Patient
 from synthdx.records import Record
+from synthdx.splits import publication_groups
 
 from test_phenopackets import marfan_packet
 

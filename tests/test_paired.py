@@ -160,6 +160,26 @@ def test_correct_vectors_identical_and_clearly_different():
     assert r["diff"] > 0.2 and r["p_value"] < 0.01
 
 
+def test_grouped_bootstrap_resamples_whole_groups():
+    rng = np.random.default_rng(11)
+    a, b = rng.random(120) < 0.6, rng.random(120) < 0.45
+    plain = paired_bootstrap_correct(a, b, n_resamples=500, seed=3)
+    # one record per group: the very same resamples, so the same interval and p
+    single = paired_bootstrap_correct(a, b, n_resamples=500, seed=3, groups=[f"g{i}" for i in range(120)])
+    assert single["ci"] == pytest.approx(plain["ci"], abs=1e-12) and single["p_value"] == plain["p_value"]
+    assert single["n_groups"] == 120 and single["n"] == 120
+    # every record copied 4 times into its own group (4 cases of one publication, alike): resampling
+    # the groups is resampling the 120 originals, while resampling cases pretends there are 480
+    a4, b4, g4 = np.repeat(a, 4), np.repeat(b, 4), np.repeat(np.arange(120), 4)
+    grouped = paired_bootstrap_correct(a4, b4, n_resamples=500, seed=3, groups=g4)
+    assert grouped["diff"] == pytest.approx(plain["diff"]) and grouped["n"] == 480
+    assert grouped["ci"] == pytest.approx(plain["ci"], abs=1e-12) and grouped["p_value"] == plain["p_value"]
+    naive = paired_bootstrap_correct(a4, b4, n_resamples=500, seed=3)
+    assert naive["ci"][1] - naive["ci"][0] < 0.6 * (grouped["ci"][1] - grouped["ci"][0])
+    with pytest.raises(ValueError, match="groups has 3 entries for 120 records"):
+        paired_bootstrap_correct(a, b, groups=["x", "y", "z"])
+
+
 # ---------------------------------------------------------------- McNemar
 
 

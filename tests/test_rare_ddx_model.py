@@ -159,6 +159,19 @@ def test_choose_weight_reports_how_often_resamples_agree():
     assert table["0.0"]["chosen_share"] + table["inf"]["chosen_share"] == pytest.approx(1.0)
 
 
+def test_choose_weight_resamples_whole_publications():
+    """The two patients of the test above as real cases. From one publication, every resample holds
+    both (a tie: weight 0 always); from two, a resample holds either alone a quarter of the time each."""
+    retrieved = [(["A", "B"], np.array([1.0, 0.0]), 2.0), (["A", "B"], np.array([1.0, 0.0]), 1.0)]
+    ms = [{"A": -5.0, "B": -1.0}, {"A": -5.0, "B": -1.0}]
+    _, table = choose_weight(retrieved, ms, [["B"], ["A"]], [0.0, math.inf], n_resamples=4000,
+                             groups=["PMID:1", "PMID:1"])
+    assert table["0.0"]["chosen_share"] == 1.0 and table["inf"]["chosen_share"] == 0.0
+    _, table = choose_weight(retrieved, ms, [["B"], ["A"]], [0.0, math.inf], n_resamples=4000,
+                             groups=["PMID:1", "PMID:2"])
+    assert table["inf"]["chosen_share"] == pytest.approx(0.25, abs=0.03)
+
+
 def test_richness_section_and_mix_adjusted_means():
     """Synthetic bin means weighted by the real cases' bins: (2 * 1 + 6 * 3) / 4 observed, by hand."""
     syn = {"1-9": {"n": 8, "share": 0.8, "observed_mean": 2.0, "excluded_mean": 1.0},
@@ -437,3 +450,7 @@ def test_fusion_weight_chosen_on_real_tuning_cases(tmp_path, tiny_model_dir):
         ("fine-tuned model alone", "base model zero-shot alone"),
         ("fine-tuned model + ranker", "base model zero-shot + ranker")]
     assert all(c["mcnemar"]["n"] == 4 for c in base)
+    # each pair is also tested by resampling whole publications (the scored cases' PMIDs)
+    assert all(c["top1_by_publication"]["n"] == 4 and 1 <= c["top1_by_publication"]["n_groups"] <= 4
+               for c in result["paired"])
+    assert "publications resampled" in report

@@ -4,9 +4,12 @@ the file is reordered or other records are added."""
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .records import Record
+
+if TYPE_CHECKING:
+    from .patients import Case
 
 
 def hash_bucket(record_id: str, salt: str = "synthdx") -> float:
@@ -48,3 +51,26 @@ def duplicate_aware_split(records: Sequence[Record], test_fraction: float, salt:
         "records_in_duplicate_groups": sum(1 for g in groups if sizes[g] > 1),
         "split_rule": f"test if sha256('{salt}:'+duplicate group) maps below {test_fraction}; a group = "
                       f"texts with character 5-gram Jaccard >= {near_threshold}"}
+
+
+def publication_groups(cases: Sequence[Case]) -> list[str]:
+    """Each case's publication group: cases sharing any PMID are linked (union-find), and a group is
+    named by its smallest PMID. A case with no PMID is a group of its own (named by its id)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    keys = []
+    for c in cases:
+        pmids = sorted(c.patient.pmids) or [f"case:{c.id}"]
+        keys.append(pmids)
+        for p in pmids[1:]:
+            a, b = find(pmids[0]), find(p)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return [find(k[0]) for k in keys]

@@ -15,11 +15,17 @@ computed for all resamples at once as `W @ counts`, where W (B x n) holds how of
 drawn and counts (n x 3L) the per-record TP/FP/FN. The built-in metrics (`micro_f1`, `macro_f1`,
 `label_f1(j)`) take that fast path; any other callable `metric_fn(y_true, y_pred) -> float` is
 called once per resample.
+
+Records that are not independent (the cases of one publication: one cohort, one disease, one team's
+way of describing them) are resampled as whole groups when a function takes `groups` (a cluster
+bootstrap): each resample draws G groups with replacement and a drawn group brings all its records,
+so the interval widens as far as records within a group are alike. `group_rows` sums the per-record
+rows per group; the resampling of those G rows is the same as above.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
@@ -36,11 +42,13 @@ __all__ = [
     "CountMetric",
     "bootstrap_ci",
     "evaluate_system",
+    "group_rows",
     "label_f1",
     "macro_f1",
     "micro_f1",
     "percentile_interval",
     "resample_indices",
+    "resampled_sums",
 ]
 
 # at most this many index entries (B_block x n) in memory at once
@@ -88,18 +96,36 @@ def resample_indices(n: int, n_resamples: int, seed: int = 0) -> Iterator[np.nda
         done += b
 
 
-def _resampled_count_sums(counts: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """(B, k) sums of the per-record rows of `counts` (n, k) over each resample."""
-    n = counts.shape[0]
-    c = counts.astype(np.float64)
+def resampled_sums(rows: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """(B, k) sums of the rows of `rows` (n, k) over each resample (float)."""
+    n = rows.shape[0]
+    c = np.asarray(rows, dtype=np.float64)
     out = []
     for idx in resample_indices(n, n_resamples, seed):
         b = idx.shape[0]
-        # W[r, i] = how often record i is drawn in resample r
+        # W[r, i] = how often row i is drawn in resample r
         flat = (idx + n * np.arange(b)[:, None]).ravel()
         W = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
         out.append(W @ c)
-    return np.rint(np.concatenate(out)).astype(np.int64)
+    return np.concatenate(out)
+
+
+def _resampled_count_sums(counts: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """(B, k) integer sums of the per-record count rows of `counts` (n, k) over each resample."""
+    return np.rint(resampled_sums(counts, n_resamples, seed)).astype(np.int64)
+
+
+def group_rows(rows: np.ndarray, groups: Sequence[Hashable]) -> np.ndarray:
+    """(G, k) sums of the rows of `rows` (n, k) per group, the groups in order of first appearance:
+    the units a cluster bootstrap resamples (module docstring)."""
+    rows = np.asarray(rows)
+    if len(groups) != len(rows):
+        raise ValueError(f"groups has {len(groups)} entries for {len(rows)} records")
+    position: dict = {}
+    index = np.array([position.setdefault(g, len(position)) for g in groups], dtype=np.int64)
+    out = np.zeros((len(position),) + rows.shape[1:], dtype=np.float64)
+    np.add.at(out, index, rows)
+    return out
 
 
 def percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:

@@ -16,6 +16,9 @@ intervals overlapping says little. The tests here use the pairing:
   1 / (B + 1)). Comparisons use a tolerance of 1e-12 so that a resampled difference equal to the
   observed one up to rounding counts as "at least as extreme" (conservative); with identical
   systems every d_r is 0, diff is 0 and p = 1.
+  With `groups` (`paired_bootstrap_correct`), whole groups of records are drawn instead (a cluster
+  bootstrap, `bootstrap.group_rows`), for records that are not independent, such as the cases of one
+  publication; each resample's difference is then its hits of A minus B over the records it drew.
 * `mcnemar`: the exact McNemar test on per-record correctness (discordant pairs only), with the
   continuity-corrected chi-square as well; `mcnemar_per_label` runs it for each label's 0/1
   decisions and adjusts the p-values across labels with Holm's step-down method (`holm`).
@@ -38,6 +41,7 @@ from .bootstrap import (
     CountMetric,
     _check_args,
     _resampled_count_sums,
+    group_rows,
     macro_f1,
     micro_f1,
     percentile_interval,
@@ -155,15 +159,23 @@ def _check_correct(correct_a, correct_b) -> tuple[np.ndarray, np.ndarray]:
 
 
 def paired_bootstrap_correct(correct_a, correct_b, n_resamples: int = 1000, seed: int = 0,
-                             alpha: float = 0.05) -> dict:
+                             alpha: float = 0.05, groups: Sequence | None = None) -> dict:
     """`paired_bootstrap` of the accuracy difference from per-record 0/1 correctness vectors
-    (e.g. the top-1 hit of each case for two rankers: `ranks <= 1`). Same keys, metric "accuracy"."""
+    (e.g. the top-1 hit of each case for two rankers: `ranks <= 1`). Same keys, metric "accuracy".
+    `groups` (one key per record, e.g. its publication): resample whole groups (module docstring);
+    the result then also holds "n_groups"."""
     _check_args(n_resamples, alpha)
     a, b = _check_correct(correct_a, correct_b)
     n = len(a)
-    sums = _resampled_count_sums(np.stack([a, b], axis=1), n_resamples, seed)  # (B, 2) hits
-    diffs = sums[:, 0] / n - sums[:, 1] / n
-    return _result("accuracy", float(a.mean()), float(b.mean()), diffs, n, n_resamples, alpha, seed)
+    if groups is None:
+        sums = _resampled_count_sums(np.stack([a, b], axis=1), n_resamples, seed)  # (B, 2) hits
+        diffs = sums[:, 0] / n - sums[:, 1] / n
+        return _result("accuracy", float(a.mean()), float(b.mean()), diffs, n, n_resamples, alpha, seed)
+    rows = group_rows(np.stack([a, b, np.ones_like(a)], axis=1), groups)  # per group: hits A, hits B, records
+    sums = _resampled_count_sums(rows, n_resamples, seed)
+    diffs = (sums[:, 0] - sums[:, 1]) / sums[:, 2]
+    return {**_result("accuracy", float(a.mean()), float(b.mean()), diffs, n, n_resamples, alpha, seed),
+            "n_groups": len(rows)}
 
 
 def _mcnemar_from_discordant(b: int, c: int) -> dict:

@@ -43,7 +43,7 @@ from ..io import write_json
 from ..patients import Case
 from ..progress import StageTimer, console, log
 from ..records import Record
-from ..splits import hash_bucket
+from ..splits import hash_bucket, publication_groups
 from .common import claim_run_dir, hardware
 
 METRICS = ("top1", "top3", "top10", "mrr")
@@ -52,29 +52,6 @@ SYSTEMS = ("alone", "fused")
 
 
 # ---------------------------------------------------------------- split and statistics
-
-def publication_groups(cases: Sequence[Case]) -> list[str]:
-    """Each case's publication group: cases sharing any PMID are linked (union-find), and a group is
-    named by its smallest PMID. A case with no PMID is a group of its own (named by its id)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    keys = []
-    for c in cases:
-        pmids = sorted(c.patient.pmids) or [f"case:{c.id}"]
-        keys.append(pmids)
-        for p in pmids[1:]:
-            a, b = find(pmids[0]), find(p)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    return [find(k[0]) for k in keys]
-
 
 def publication_split(cases: Sequence[Case], test_fraction: float, salt: str) -> tuple[list[Case], list[Case], dict]:
     """(pool, test part, summary): a case is in the test part when hash_bucket(its publication

@@ -195,10 +195,10 @@ class RareDdxPart:
 
     def evaluate(self, models: dict[str, str], labels: dict[str, str], drawn: list[Record], timer,
                  pred_dir: Path) -> dict:
-        from ..evaluate.paired import mcnemar, paired_bootstrap_correct
         from ..evaluate.ranking import evaluate_ranking
+        from ..splits import publication_groups
         from .rare_ddx import (_fused_ranks, _model_scores, _ranking_rows, _retrieve, choose_weight,
-                               store_rerank_settings, union_candidates)
+                               paired_top1, store_rerank_settings, union_candidates)
 
         d, ec, k = self.data, self.cfg.eval, self.cfg.rerank.top_k
         sample, val = d.sample, d.val_cases
@@ -249,10 +249,10 @@ class RareDdxPart:
                     store_rerank_settings(Path(path), k, w, self.cfg.knowledge.prior, task=self.name)
         paired = []
         if JOINT in models and ALONE in models:
+            publications = publication_groups(sample)
             for mode, h in hits.items():
-                paired.append({"system_a": system_names[JOINT][mode], "system_b": system_names[ALONE][mode],
-                               "mode": mode, "top1": paired_bootstrap_correct(h[JOINT], h[ALONE], **ev),
-                               "mcnemar": mcnemar(h[JOINT], h[ALONE])})
+                paired.append({"mode": mode, **paired_top1(system_names[JOINT][mode], h[JOINT],
+                                                           system_names[ALONE][mode], h[ALONE], publications, **ev)})
         return {"kind": "ranking", "n_test": len(sample), "systems": systems, "paired": paired,
                 "fusion_weights": weights, "system_names": system_names,
                 "data": {"labelled_cases": len(d.cases), "model_cases": len(sample), "candidates": len(d.candidates),

@@ -35,7 +35,7 @@ from ..io import read_jsonl, write_json, write_jsonl
 from ..patients import Case
 from ..progress import StageTimer, console, log, make_progress, run_log
 from ..records import Record
-from ..splits import hash_bucket
+from ..splits import hash_bucket, publication_groups
 from ..evaluate.contamination import guard_contamination
 from ..provenance import write_provenance
 from .common import claim_run_dir, hardware, train_or_reuse
@@ -191,20 +191,31 @@ def _fused_ranks(retrieved, model_scores: list[dict[str, float]], golds, weight:
 
 
 def choose_weight(retrieved, model_scores, golds, weights: Sequence[float], n_resamples: int = 1000,
-                  seed: int = 0) -> tuple[float, dict]:
+                  seed: int = 0, groups: Sequence[str] | None = None) -> tuple[float, dict]:
     """The fusion weight with the best top-1 (then MRR) on the held-out patients or cases given
     (synthetic validation patients, or real tuning cases), and a table of each weight's top-1, MRR and
-    `chosen_share`: the share of bootstrap resamples of them in which it would have been chosen. A choice made in few resamples rests on a handful of patients."""
+    `chosen_share`: the share of bootstrap resamples of them in which it would have been chosen. A
+    choice made in few resamples rests on a handful of patients. `groups` (real cases: each one's
+    publication) resamples whole groups, since the cases of one publication are alike."""
+    from ..evaluate.bootstrap import group_rows, resampled_sums
+
     ranks = np.array([_fused_ranks(retrieved, model_scores, golds, w) for w in weights], dtype=float)
     hit, rr = (ranks == 1).astype(float), 1.0 / ranks
     table = {str(w): _quick(r) for w, r in zip(weights, ranks)}
     best = max(weights, key=lambda w: (table[str(w)]["top1"], table[str(w)]["mrr"]))
     counts = np.zeros(len(weights))
     n = ranks.shape[1]
-    if n:
+    if n and groups is None:
         idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
         for top1, mrr in zip(hit[:, idx].mean(axis=2).T, rr[:, idx].mean(axis=2).T):
             counts[max(range(len(weights)), key=lambda i: (top1[i], mrr[i]))] += 1
+    elif n:
+        # every weight's hits and reciprocal ranks summed per group, then over the drawn groups: within
+        # a resample all weights share one denominator, so sums rank the weights as means would
+        k = len(weights)
+        sums = resampled_sums(group_rows(np.concatenate([hit, rr]).T, groups), n_resamples, seed)
+        for top1, mrr in zip(sums[:, :k], sums[:, k:]):
+            counts[max(range(k), key=lambda i: (top1[i], mrr[i]))] += 1
     for w, c in zip(weights, counts):
         table[str(w)]["chosen_share"] = float(c / n_resamples) if n else float("nan")
     return best, table
@@ -504,7 +515,8 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
             if d.tuning:  # chosen on real cases set apart for it; the synthetic patients only report
                 t_ms = _model_scores(path, task, t_texts, [r[0] for r in retrieved["tune"]],
                                      data_dir / f"scores_{key}_tuning.json", t_ids, f"{label}: real tuning cases")
-                w, table = choose_weight(retrieved["tune"], t_ms, t_golds, cfg.rerank.weights)
+                w, table = choose_weight(retrieved["tune"], t_ms, t_golds, cfg.rerank.weights,
+                                         groups=publication_groups(d.tuning))
             else:
                 w, table = choose_weight(retrieved["val"], v_ms, v_golds, cfg.rerank.weights)
             weights_table[label] = table
@@ -559,11 +571,11 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
 
     with timer.stage("paired tests and fidelity"):
         from ..evaluate.fidelity import fidelity_report
-        from ..evaluate.paired import mcnemar, paired_bootstrap_correct
+
+        publications = publication_groups(sample)
 
         def pair(name: str, hit: np.ndarray, other: str, other_hit: np.ndarray) -> dict:
-            return {"system_a": name, "system_b": other, "top1": paired_bootstrap_correct(hit, other_hit, **ev),
-                    "mcnemar": mcnemar(hit, other_hit)}
+            return paired_top1(name, hit, other, other_hit, publications, **ev)
 
         ranker_hit = np.array([r[2] == 1 for r in retrieved["full"]])
         paired = [pair(name, np.asarray(ranks) == 1, other, other_hit) for name, ranks in paired_ranks.items()
@@ -610,8 +622,10 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                       soft_wrap=True, markup=False)
         for c in paired:
             d = c["top1"]
+            g = c["top1_by_publication"]
             console.print(f"{c['system_a']} - {c['system_b']}: top-1 {d['diff']:+.3f} "
-                          f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], p = {d['p_value']:.4f}", markup=False)
+                          f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], p = {d['p_value']:.4f}; publications "
+                          f"resampled [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}], p = {g['p_value']:.4f}", markup=False)
         console.print(f"report: {out / 'report.html'}")
     return result
 
@@ -646,21 +660,40 @@ def store_rerank_settings(model_dir: Path, top_k: int, weight: float, prior: str
     write_json(path, spec)
 
 
+def paired_top1(system_a: str, hit, system_b: str, other_hit, publications: Sequence[str], **ev) -> dict:
+    """Two systems' top-1 hits on the same cases compared: paired bootstrap over cases, over whole
+    publications (`publications`: each case's group; its cases are alike, one cohort and one disease,
+    so that interval is the one to trust), and the exact McNemar test."""
+    from ..evaluate.paired import mcnemar, paired_bootstrap_correct
+
+    return {"system_a": system_a, "system_b": system_b, "top1": paired_bootstrap_correct(hit, other_hit, **ev),
+            "top1_by_publication": paired_bootstrap_correct(hit, other_hit, groups=publications, **ev),
+            "mcnemar": mcnemar(hit, other_hit)}
+
+
 def _paired_section(paired: list[dict]):
     from ..evaluate.evidence import p_text, signed
     from ..evaluate.ranking_report import Section
 
+    def interval(d: dict) -> str:
+        return f"{signed(d['diff'])} [{signed(d['ci'][0])}, {signed(d['ci'][1])}]"
+
     rows = []
     for c in paired:
-        d, m = c["top1"], c["mcnemar"]
-        rows.append([f"{c['system_a']} vs {c['system_b']}", f"{d['a']:.3f}", f"{d['b']:.3f}",
-                     f"{signed(d['diff'])} [{signed(d['ci'][0])}, {signed(d['ci'][1])}]", p_text(d["p_value"]),
+        d, g, m = c["top1"], c["top1_by_publication"], c["mcnemar"]
+        rows.append([f"{c['system_a']} vs {c['system_b']}", f"{d['a']:.3f}", f"{d['b']:.3f}", interval(d),
+                     p_text(d["p_value"]), f"[{signed(g['ci'][0])}, {signed(g['ci'][1])}]", p_text(g["p_value"]),
                      f"{m['b']} / {m['c']}", p_text(m["p_value"])])
+    groups = paired[0]["top1_by_publication"]["n_groups"] if paired else None
     return Section("Paired comparisons (top-1, same cases)",
-                   header=["A vs B", "top-1 A", "top-1 B", "A − B [95% CI]", "p (paired bootstrap)",
-                           "only A / only B first", "p (McNemar exact)"], rows=rows, num_from=1,
+                   header=["A vs B", "top-1 A", "top-1 B", "A − B [95% CI], cases resampled", "p",
+                           "95% CI, publications resampled", "p", "only A / only B first", "p (McNemar exact)"],
+                   rows=rows, num_from=1,
                    text="Both systems rank the same cases: the difference's interval is a bootstrap over cases "
                         "resampled together; McNemar uses the cases where exactly one system puts the gold first. "
+                        "Cases of one publication are alike (one cohort, one disease, one way of describing them), "
+                        "so the interval that resamples whole publications"
+                        + (f" ({groups} here)" if groups else "") + " is the one to trust where the two differ. "
                         "A fine-tuned system against the base model's (zero-shot) system of the same kind measures "
                         "what training on synthetic patients adds.")
 
@@ -781,8 +814,9 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
                 rows=[[m, w, f"{d['top1']:.3f}", f"{d['mrr']:.3f}", f"{d['chosen_share']:.0%}"]
                       for m, t in weights_table.items() for w, d in t.items()],
                 notes=[f"chosen: {m} weight {w:g}" for m, w in chosen.items()]
-                + ["'chosen in resamples': how often each weight wins when the patients or cases it is chosen "
-                   "on are resampled with replacement (1,000 times); a split vote means the choice is noise."]),
+                + ["'chosen in resamples': how often each weight wins when the patients it is chosen on (real "
+                   "tuning cases: their publications, each with all its cases) are resampled with replacement "
+                   "(1,000 times); a split vote means the choice is noise."]),
         _paired_section(paired),
         _calibration_section(calibration, cfg.rerank.top_k, extra["data"]["synthetic_validation_patients"]),
         Section("Synthetic patients vs real cases: shape", header=["statistic"] + list(shapes),
