@@ -72,6 +72,28 @@ def test_intervals_are_the_documented_percentile_bootstrap():
     assert evaluate_ranking(ranks, n_resamples=300, alpha=0.1, seed=5) == out
 
 
+def test_grouped_intervals_resample_whole_groups():
+    """Each case copied 3 times into its own group (three alike cases of one publication): resampling
+    the groups gives the intervals of the 150 originals; resampling the 450 cases is too narrow."""
+    rng = np.random.default_rng(8)
+    ranks = rng.integers(1, 15, size=150).astype(float)
+    ranks[::5] = INF
+    n_obs = rng.integers(0, 25, size=150)
+    plain = evaluate_ranking(ranks, n_observed=n_obs, n_resamples=300, seed=5)
+    r3, o3, g3 = np.repeat(ranks, 3), np.repeat(n_obs, 3), np.repeat([f"PMID:{i}" for i in range(150)], 3)
+    grouped = evaluate_ranking(r3, n_observed=o3, n_resamples=300, seed=5, groups=g3)
+    assert grouped["all"]["top1"] == pytest.approx(plain["all"]["top1"]) and grouped["n"] == 450
+    for key in ("top1_ci", "top10_ci", "mrr_ci"):
+        assert grouped["all"][key] == pytest.approx(plain["all"][key], abs=1e-12)
+    assert grouped["coverage_ci"] == pytest.approx(plain["coverage_ci"], abs=1e-12)
+    assert grouped["by_n_observed"]["3-5"]["n"] == 3 * plain["by_n_observed"]["3-5"]["n"]
+    assert "groups of cases" in grouped["bootstrap"]["method"]
+    lo, hi = evaluate_ranking(r3, n_resamples=300, seed=5)["all"]["top1_ci"]
+    assert hi - lo < 0.7 * (grouped["all"]["top1_ci"][1] - grouped["all"]["top1_ci"][0])
+    with pytest.raises(ValueError, match="450 ranks but 2 groups"):
+        evaluate_ranking(r3, groups=["a", "b"])
+
+
 def test_constant_outcome_gives_a_point_interval():
     out = evaluate_ranking([1, 1, 1, 1], n_resamples=100)
     assert out["all"]["top1_ci"] == [1.0, 1.0]

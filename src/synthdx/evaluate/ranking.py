@@ -12,6 +12,9 @@ Intervals: the cases are resampled with replacement (`bootstrap.resample_indices
 resamples for the same seed and number of cases, so two systems scored on one set see the same
 resamples) and each interval is the (alpha/2, 1 - alpha/2) percentile of the statistic
 (`bootstrap.percentile_interval`). The "covered" intervals resample covered cases only.
+With `groups` (each case's publication, say) whole groups are resampled instead, each with all its
+cases (a cluster bootstrap, `bootstrap.group_rows`): the honest interval when the cases of a group
+are alike, as the cases of one published cohort are.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .bootstrap import _check_args, percentile_interval, resample_indices
+from .bootstrap import _check_args, group_rows, percentile_interval, resample_indices, resampled_sums
 
 __all__ = [
     "DEFAULT_TERM_BINS",
@@ -66,11 +69,18 @@ def _as_ranks(ranks) -> np.ndarray:
     return r
 
 
-def _with_intervals(ranks: np.ndarray, ks: Sequence[int], n_resamples: int, alpha: float, seed: int) -> dict:
+def _with_intervals(ranks: np.ndarray, ks: Sequence[int], n_resamples: int, alpha: float, seed: int,
+                    groups: np.ndarray | None = None) -> dict:
     out = ranking_metrics(ranks, ks)
     if len(ranks) == 0:
         return out
     vals = _values(ranks, ks)
+    if groups is not None:  # per group: each value's sum and the number of cases, then over drawn groups
+        sums = resampled_sums(group_rows(np.stack([*vals.values(), np.ones(len(ranks))], axis=1), groups),
+                              n_resamples, seed)
+        for i, name in enumerate(vals):
+            out[f"{name}_ci"] = list(percentile_interval(sums[:, i] / sums[:, -1], alpha))
+        return out
     boot: dict[str, list[np.ndarray]] = {name: [] for name in vals}
     for idx in resample_indices(len(ranks), n_resamples, seed):
         for name, v in vals.items():
@@ -83,14 +93,16 @@ def _with_intervals(ranks: np.ndarray, ks: Sequence[int], n_resamples: int, alph
 def evaluate_ranking(ranks: Sequence[float], covered: Sequence[bool] | None = None,
                      n_observed: Sequence[int] | None = None, ks: Sequence[int] = (1, 3, 10),
                      n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0,
-                     term_bins: Sequence[tuple[int, int | None]] = DEFAULT_TERM_BINS) -> dict:
+                     term_bins: Sequence[tuple[int, int | None]] = DEFAULT_TERM_BINS,
+                     groups: Sequence | None = None) -> dict:
     """Scores of one system from per-case gold ranks.
 
     Returns {"n", "n_covered", "coverage", "coverage_ci", "all": {...}, "covered": {...},
     "by_n_observed": {"3-5": {...}, ...} (when `n_observed` is given), "bootstrap": {...}},
     where each {...} holds n, top-k, MRR and their `_ci` intervals. `covered` defaults to
     "rank is finite" (right when the rankings are full candidate lists). The breakdown is over all
-    cases of each bin (uncovered ones count as misses), with bins [lo, hi] of observed terms."""
+    cases of each bin (uncovered ones count as misses), with bins [lo, hi] of observed terms.
+    `groups` (one key per case, e.g. its publication): intervals resample whole groups (module docstring)."""
     _check_args(n_resamples, alpha)
     r = _as_ranks(ranks)
     n = len(r)
@@ -101,11 +113,21 @@ def evaluate_ranking(ranks: Sequence[float], covered: Sequence[bool] | None = No
         raise ValueError(f"{n} ranks but {len(cov)} coverage flags")
     if np.any(np.isfinite(r) & ~cov):
         raise ValueError("a case is ranked but marked as not covered")
+    g = None
+    if groups is not None:
+        g = np.empty(len(groups), dtype=object)
+        g[:] = list(groups)
+        if len(g) != n:
+            raise ValueError(f"{n} ranks but {len(g)} groups")
     out: dict = {"n": n, "n_covered": int(cov.sum()), "coverage": float(cov.mean())}
-    cboot = np.concatenate([cov[idx].mean(axis=1) for idx in resample_indices(n, n_resamples, seed)])
+    if g is None:
+        cboot = np.concatenate([cov[idx].mean(axis=1) for idx in resample_indices(n, n_resamples, seed)])
+    else:
+        sums = resampled_sums(group_rows(np.stack([cov, np.ones(n)], axis=1), g), n_resamples, seed)
+        cboot = sums[:, 0] / sums[:, 1]
     out["coverage_ci"] = list(percentile_interval(cboot, alpha))
-    out["all"] = _with_intervals(r, ks, n_resamples, alpha, seed)
-    out["covered"] = _with_intervals(r[cov], ks, n_resamples, alpha, seed)
+    out["all"] = _with_intervals(r, ks, n_resamples, alpha, seed, g)
+    out["covered"] = _with_intervals(r[cov], ks, n_resamples, alpha, seed, None if g is None else g[cov])
     if n_observed is not None:
         nt = np.asarray(n_observed, dtype=np.int64).ravel()
         if len(nt) != n:
@@ -115,11 +137,12 @@ def evaluate_ranking(ranks: Sequence[float], covered: Sequence[bool] | None = No
             m = (nt >= lo) & (nt <= (hi if hi is not None else np.iinfo(np.int64).max))
             label = f"{lo}-{hi}" if hi is not None else f">={lo}"
             if m.any():
-                d = _with_intervals(r[m], ks, n_resamples, alpha, seed)
+                d = _with_intervals(r[m], ks, n_resamples, alpha, seed, None if g is None else g[m])
                 d["coverage"] = float(cov[m].mean())
                 out["by_n_observed"][label] = d
+    unit = "cases" if g is None else "groups of cases (cluster bootstrap)"
     out["bootstrap"] = {"n_resamples": int(n_resamples), "alpha": float(alpha), "seed": int(seed),
-                        "method": "percentile interval; cases resampled with replacement"}
+                        "method": f"percentile interval; {unit} resampled with replacement"}
     return out
 
 

@@ -206,6 +206,7 @@ class RareDdxPart:
         s_golds = [list(c.gold) for c in sample]
         s_cov = np.array([any(g in cand_set for g in gold) for gold in s_golds])
         s_obs = [len(c.patient.observed) for c in sample]
+        s_pubs = publication_groups(sample)  # intervals resample whole publications
         v_golds = [list(c.gold) for c in val]
         v_texts, v_ids = d.validation_texts(), [c.id for c in val]
         ev = {"n_resamples": ec.n_resamples, "seed": ec.seed}
@@ -215,10 +216,11 @@ class RareDdxPart:
             # harder, unflattered setting); one scoring pass covers both candidate lists
             ret_lo = _retrieve(d.ranker, sample, k, True) if ec.leave_out_own_publication else None
             s_cands, v_cands = union_candidates(ret, ret_lo), [r[0] for r in ret_val]
-        systems = {"knowledge ranker (reference)": evaluate_ranking([r[2] for r in ret], s_cov, s_obs, **ev)}
+        systems = {"knowledge ranker (reference)": evaluate_ranking([r[2] for r in ret], s_cov, s_obs,
+                                                                    groups=s_pubs, **ev)}
         if ret_lo is not None:
             systems[f"knowledge ranker (reference){LEFT_OUT}"] = evaluate_ranking([r[2] for r in ret_lo], s_cov,
-                                                                                  s_obs, **ev)
+                                                                                  s_obs, groups=s_pubs, **ev)
         hits: dict[str, dict[str, np.ndarray]] = {"model alone": {}, "model + ranker": {}}
         weights, system_names = {}, {}
         for key, path in models.items():
@@ -234,13 +236,13 @@ class RareDdxPart:
                 alone = _fused_ranks(ret, s_ms, s_golds, float("inf"))
                 fused = _fused_ranks(ret, s_ms, s_golds, w)
                 n_alone, n_fused = f"{label}: model reranks top {k}", f"{label}: model + ranker (weight {w:g})"
-                systems[n_alone] = evaluate_ranking(alone, s_cov, s_obs, **ev)
-                systems[n_fused] = evaluate_ranking(fused, s_cov, s_obs, **ev)
+                systems[n_alone] = evaluate_ranking(alone, s_cov, s_obs, groups=s_pubs, **ev)
+                systems[n_fused] = evaluate_ranking(fused, s_cov, s_obs, groups=s_pubs, **ev)
                 if ret_lo is not None:
                     systems[n_alone + LEFT_OUT] = evaluate_ranking(
-                        _fused_ranks(ret_lo, s_ms, s_golds, float("inf")), s_cov, s_obs, **ev)
+                        _fused_ranks(ret_lo, s_ms, s_golds, float("inf")), s_cov, s_obs, groups=s_pubs, **ev)
                     systems[n_fused + LEFT_OUT] = evaluate_ranking(
-                        _fused_ranks(ret_lo, s_ms, s_golds, w), s_cov, s_obs, **ev)
+                        _fused_ranks(ret_lo, s_ms, s_golds, w), s_cov, s_obs, groups=s_pubs, **ev)
                 system_names[key] = {"model alone": n_alone, "model + ranker": n_fused}
                 hits["model alone"][key] = np.asarray(alone) == 1
                 hits["model + ranker"][key] = np.asarray(fused) == 1
@@ -249,10 +251,9 @@ class RareDdxPart:
                     store_rerank_settings(Path(path), k, w, self.cfg.knowledge.prior, task=self.name)
         paired = []
         if JOINT in models and ALONE in models:
-            publications = publication_groups(sample)
             for mode, h in hits.items():
                 paired.append({"mode": mode, **paired_top1(system_names[JOINT][mode], h[JOINT],
-                                                           system_names[ALONE][mode], h[ALONE], publications, **ev)})
+                                                           system_names[ALONE][mode], h[ALONE], s_pubs, **ev)})
         return {"kind": "ranking", "n_test": len(sample), "systems": systems, "paired": paired,
                 "fusion_weights": weights, "system_names": system_names,
                 "data": {"labelled_cases": len(d.cases), "model_cases": len(sample), "candidates": len(d.candidates),

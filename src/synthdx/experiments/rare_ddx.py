@@ -444,12 +444,14 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     cand_set = set(candidates)
     covered = np.array([any(g in cand_set for g in gold) for gold in golds])
     n_obs = [len(c.patient.observed) for c in cases]
+    pubs = publication_groups(cases)  # every interval resamples whole publications (evaluate.ranking)
     ev = dict(n_resamples=cfg.eval.n_resamples, seed=cfg.eval.seed)
     systems_all: dict[str, dict] = {}
     sample_idx = {c.id: i for i, c in enumerate(cases)}
     s_golds = [list(c.gold) for c in sample]
     s_cov = np.array([covered[sample_idx[c.id]] for c in sample])
     s_obs = [len(c.patient.observed) for c in sample]
+    s_pubs = [pubs[sample_idx[c.id]] for c in sample]
     # the reference: the same ranker with the other prior, on all cases and on the model's cases
     ref_name, ref_prior = reference_ranker(cfg.knowledge.prior)
     ref_rows: dict[str, dict] = {}
@@ -465,10 +467,10 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                       (f"{ref_name}, own publication left out", ref, True)]
         for name, rk, leave in modes:
             ranks = [rk.gold_rank(s, g) for s, g in zip(rk.scores_many((c.patient for c in cases), leave), golds)]
-            systems_all[name] = evaluate_ranking(ranks, covered, n_obs, **ev)
+            systems_all[name] = evaluate_ranking(ranks, covered, n_obs, groups=pubs, **ev)
             if rk is ref:
                 s_ranks = [ranks[sample_idx[c.id]] for c in sample]
-                ref_rows[name] = evaluate_ranking(s_ranks, s_cov, s_obs, **ev)
+                ref_rows[name] = evaluate_ranking(s_ranks, s_cov, s_obs, groups=s_pubs, **ev)
                 if not leave:
                     ref_hit = np.asarray(s_ranks) == 1
     v_golds = [list(c.gold) for c in val_cases]
@@ -486,10 +488,10 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
         v_cands = [r[0] for r in retrieved["val"]]
 
     systems: dict[str, dict] = {"knowledge ranker": evaluate_ranking(
-        [r[2] for r in retrieved["full"]], s_cov, s_obs, **ev)}
+        [r[2] for r in retrieved["full"]], s_cov, s_obs, groups=s_pubs, **ev)}
     if "left_out" in retrieved:
         systems["knowledge ranker, own publication left out"] = evaluate_ranking(
-            [r[2] for r in retrieved["left_out"]], s_cov, s_obs, **ev)
+            [r[2] for r in retrieved["left_out"]], s_cov, s_obs, groups=s_pubs, **ev)
     systems.update(ref_rows)
     synthetic_scores: dict[str, dict] = {"knowledge ranker": _quick(
         [r[2] for r in retrieved["val"]])}
@@ -531,10 +533,9 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                 fused = _fused_ranks(retrieved[ret_key], s_ms, s_golds, w)
                 if not variant:  # the full-knowledge systems, for the paired tests
                     model_ranks[key] = {f"{label} alone": alone, f"{label} + ranker (weight {w:g})": fused}
-                systems[f"{label} reranks top {k}{variant}"] = evaluate_ranking(alone, s_cov, s_obs, **ev)
-                systems[f"{label} + ranker (weight {w:g}){variant}"] = evaluate_ranking(fused, s_cov, s_obs, **ev)
                 for sys_name, weight, ranks in ((f"{label} reranks top {k}{variant}", float("inf"), alone),
                                                 (f"{label} + ranker (weight {w:g}){variant}", w, fused)):
+                    systems[sys_name] = evaluate_ranking(ranks, s_cov, s_obs, groups=s_pubs, **ev)
                     cal_inputs.append(CalibrationInput(
                         sys_name, system_scores(retrieved[ret_key], s_ms, weight), [r == 1 for r in ranks],
                         system_scores(retrieved["val"], v_ms, weight),
@@ -560,7 +561,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                       for s in ranker.scores_many(c.patient for c in sample))
             ranks = [ranks_with_fill(f, order, g) for f, order, g in zip(found, orders, s_golds)]
             name = f"fine-tuned model alone, constrained decoding over all candidates (beam {beam})"
-            systems[name] = evaluate_ranking(ranks, s_cov, s_obs, **ev)
+            systems[name] = evaluate_ranking(ranks, s_cov, s_obs, groups=s_pubs, **ev)
             paired_ranks[name] = ranks
             constrained = {"system": name, "beam": beam, "seconds_per_case": per_case,
                            "candidates": len(candidates)}
@@ -572,10 +573,8 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     with timer.stage("paired tests and fidelity"):
         from ..evaluate.fidelity import fidelity_report
 
-        publications = publication_groups(sample)
-
         def pair(name: str, hit: np.ndarray, other: str, other_hit: np.ndarray) -> dict:
-            return paired_top1(name, hit, other, other_hit, publications, **ev)
+            return paired_top1(name, hit, other, other_hit, s_pubs, **ev)
 
         ranker_hit = np.array([r[2] == 1 for r in retrieved["full"]])
         paired = [pair(name, np.asarray(ranks) == 1, other, other_hit) for name, ranks in paired_ranks.items()
@@ -790,7 +789,10 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
                       "citing it; sole: rows citing nothing else). Published figures are on another set of "
                       "phenopacket-store cases and quoted for orientation only."),
                 notes=["Coverage: share of cases whose gold disease is a candidate (annotated in this HPO "
-                       "release); 'all' counts uncovered cases as misses."]),
+                       "release); 'all' counts uncovered cases as misses.",
+                       "95% intervals here and below resample whole publications (each with all its cases; "
+                       "cases sharing a PMID form one group), not single cases: the cases of one publication "
+                       "are one cohort of one disease, described one way, and are not independent."]),
         Section(f"Model and ranker on {n_model} cases", header=RANKING_HEADER,
                 rows=ranking_rows(systems),
                 text=(f"The knowledge ranker's top {cfg.rerank.top_k} of every candidate are reranked by the model "
