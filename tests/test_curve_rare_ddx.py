@@ -62,6 +62,15 @@ def test_one_seed_rank_point_is_evaluate_ranking():
         assert got[m]["mean"] == pytest.approx(ref[m])
         assert (got[m]["lo"], got[m]["hi"]) == pytest.approx(tuple(ref[f"{m}_ci"]))
         assert got[m]["sd"] == 0.0
+    # resampling publications: the same interval as evaluate_ranking's, and for two seeds with equal
+    # ranks the same as for one
+    pubs = [f"PMID:{i % 23}" for i in range(80)]
+    got = rank_point_scores([ranks], n_resamples=300, seed=4, groups=pubs)
+    two = rank_point_scores([ranks, ranks], n_resamples=300, seed=4, groups=pubs)
+    ref = evaluate_ranking(ranks, n_resamples=300, seed=4, groups=pubs)["all"]
+    for m in ("top1", "top3", "top10", "mrr"):
+        assert (got[m]["lo"], got[m]["hi"]) == pytest.approx(tuple(ref[f"{m}_ci"]))
+        assert (two[m]["lo"], two[m]["hi"]) == pytest.approx((got[m]["lo"], got[m]["hi"]))
 
 
 def test_two_seed_rank_point_is_the_bootstrap_of_the_seed_mean():
@@ -152,6 +161,8 @@ def test_tiny_rare_ddx_curve_end_to_end_and_resume(tmp_path, tiny_model_dir, hpo
     assert "top-1" in report and "by publication" in report and "knowledge ranker" in report
     assert "Paired: each point" in report
     assert len(result["paired"]) == 1 + 3 * 2 and all(0 < c["top1"]["p_value"] <= 1 for c in result["paired"])
+    assert all(0 < c["top1_by_publication"]["p_value"] <= 1 for c in result["paired"])
+    assert "publications resampled" in report
     assert not list(out.rglob("model.safetensors"))  # the points' models are deleted
     # a rerun trains nothing and gives the same numbers
     stamp = {p: p.stat().st_mtime_ns for p in (out / "points").rglob("*.json")}

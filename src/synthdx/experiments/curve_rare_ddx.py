@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config import CurveConfig
-from ..evaluate.bootstrap import percentile_interval, resample_indices
+from ..evaluate.bootstrap import group_rows, percentile_interval, resample_indices, resampled_sums
 from ..evaluate.curve import equivalent_n
 from ..io import write_json
 from ..patients import Case
@@ -69,10 +69,11 @@ def publication_split(cases: Sequence[Case], test_fraction: float, salt: str) ->
 
 
 def rank_point_scores(ranks_by_seed: Sequence[Sequence[float]], n_resamples: int = 1000, seed: int = 0,
-                      alpha: float = 0.05) -> dict:
+                      alpha: float = 0.05, groups: Sequence[str] | None = None) -> dict:
     """{metric: {"mean", "lo", "hi", "sd", "per_seed"}} for top-1/3/10 and MRR of one curve point:
     the mean over training seeds, with a percentile bootstrap over test cases of that mean (every
-    resample scores all seeds on the same resampled cases). Ranks: 1-based, inf when not ranked."""
+    resample scores all seeds on the same resampled cases). Ranks: 1-based, inf when not ranked.
+    `groups` (each test case's publication): resample whole publications, each with all its cases."""
     if not ranks_by_seed:
         raise ValueError("a curve point needs the ranks of at least one seed")
     vals = []
@@ -88,8 +89,12 @@ def rank_point_scores(ranks_by_seed: Sequence[Sequence[float]], n_resamples: int
     for m in METRICS:
         per_seed = np.array([v[m].mean() for v in vals])
         stacked = np.stack([v[m] for v in vals])  # (seeds, n)
-        boot = np.concatenate([stacked[:, idx].mean(axis=2).mean(axis=0)
-                               for idx in resample_indices(n, n_resamples, seed)])
+        if groups is None:
+            boot = np.concatenate([stacked[:, idx].mean(axis=2).mean(axis=0)
+                                   for idx in resample_indices(n, n_resamples, seed)])
+        else:  # per publication: each seed's sum and the number of cases, then over the drawn ones
+            sums = resampled_sums(group_rows(np.vstack([stacked, np.ones(n)]).T, groups), n_resamples, seed)
+            boot = (sums[:, :-1] / sums[:, -1:]).mean(axis=1)
         lo, hi = percentile_interval(boot, alpha)
         out[m] = {"mean": float(per_seed.mean()), "lo": lo, "hi": hi,
                   "sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0,
@@ -293,6 +298,7 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
     data_dir, points_dir = out / "data", out / "points"
     d = prepare(cfg, data_dir, timer)
     test_ids = [c.id for c in d.test]
+    pubs = publication_groups(d.test)  # every interval resamples whole publications
     k = cfg.rare_ddx.rerank.top_k
     zero_shot = None
     zs_path = data_dir / "zero_shot.json"
@@ -332,9 +338,10 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
         skipped += run_points(curve_plan(cfg, mixes), points_dir, d.pools, score, report_only)
 
     with timer.stage("aggregate"):
-        curves, weights = aggregate(cfg, points_dir, test_ids)
+        curves, weights = aggregate(cfg, points_dir, test_ids, pubs)
         ref_ranks = [r[2] for r in d.retrieved]
-        refs = {"knowledge ranker": rank_point_scores([ref_ranks], cfg.eval.n_resamples, cfg.eval.seed)}
+        refs = {"knowledge ranker": rank_point_scores([ref_ranks], cfg.eval.n_resamples, cfg.eval.seed,
+                                                      groups=pubs)}
         if zero_shot is not None:
             if zero_shot["test_ids"] != test_ids:
                 raise ValueError(f"{data_dir / 'zero_shot.json'}: scored on other test cases than this run's")
@@ -343,10 +350,11 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
                 name = (f"base model zero-shot reranks top {k}" if system == "alone" else
                         f"base model zero-shot + ranker (weight {'inf' if w is None else f'{w:g}'})")
                 refs[name] = rank_point_scores([_decode(zero_shot["ranks"][system])], cfg.eval.n_resamples,
-                                               cfg.eval.seed)
+                                               cfg.eval.seed, groups=pubs)
         cov = d.covered
         refs_covered = {"knowledge ranker (covered cases)": rank_point_scores(
-            [[r for r, c in zip(ref_ranks, cov) if c]], cfg.eval.n_resamples, cfg.eval.seed)} if cov.any() else {}
+            [[r for r, c in zip(ref_ranks, cov) if c]], cfg.eval.n_resamples, cfg.eval.seed,
+            groups=[g for g, c in zip(pubs, cov) if c])} if cov.any() else {}
     s = d.summary
     intro = (f"Task: rare-disease differential diagnosis. {s['records']} labelled real cases in "
              f"{s['publication_groups']} publication groups, split {s['split_rule']}: "
@@ -358,7 +366,8 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
              f"patients choose each point's fusion weight. Each point fine-tunes the base model on N examples and "
              f"reranks the knowledge ranker's top {k}: 'reranks top {k}' is the model's order alone, '+ ranker' adds "
              f"the ranker's score with the point's weight. Top-1/3/10 and MRR over all scored cases (per point in "
-             f"metrics.json). Sizes: "
+             f"metrics.json); every band resamples whole publications of the scored cases (the test 'records' of "
+             f"the note below), since the cases of one publication are alike. Sizes: "
              f"{', '.join(map(str, cfg.sizes))}; seeds: {', '.join(map(str, cfg.seeds))}.")
     result = {"title": cfg.title, "task": cfg.task, "data": s, "sizes": cfg.sizes, "seeds": cfg.seeds,
               "curves": curves, "references": refs, "references_covered": refs_covered,
@@ -366,7 +375,7 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
               "skipped_points": sorted(set(skipped)), "timings_seconds": timer.timings, "hardware": hardware()}
     from ..evaluate.curve_report import write_curve_report
 
-    result["paired"] = paired_with_ranker(cfg, points_dir, ref_ranks, zero_shot)
+    result["paired"] = paired_with_ranker(cfg, points_dir, ref_ranks, zero_shot, pubs)
     write_curve_report(out, result, [_paired_section(result["paired"])])
     write_provenance(out, config=cfg.model_dump(), data_sources={"real cases": cfg.data.path},
                      seeds={"curve": cfg.seeds, "synthetic": cfg.rare_ddx.patients.seed, "eval": cfg.eval.seed},
@@ -379,10 +388,12 @@ def run_rare_ddx_curve(cfg: CurveConfig, out: Path, report_only: bool = False) -
     return result
 
 
-def aggregate(cfg: CurveConfig, points_dir: Path, test_ids: list[str]) -> tuple[dict, dict]:
+def aggregate(cfg: CurveConfig, points_dir: Path, test_ids: list[str],
+              groups: Sequence[str] | None = None) -> tuple[dict, dict]:
     """{system: {source: [point, ...]}} (two systems per learner: alone and + ranker), each point
-    with its scores and, off the plain real source's curve of the same system, the equivalent
-    number of real examples; and the fusion weight each point chose."""
+    with its scores (`groups`: each test case's publication, resampled whole) and, off the plain real
+    source's curve of the same system, the equivalent number of real examples; and the fusion weight
+    each point chose."""
     from .curve import _point_path
 
     k = cfg.rare_ddx.rerank.top_k
@@ -407,7 +418,8 @@ def aggregate(cfg: CurveConfig, points_dir: Path, test_ids: list[str]) -> tuple[
                             ws.append(row["weight"])
                     if ranks:
                         pts.append({"n": n, "seeds": len(ranks), "seconds_per_seed": round(float(np.mean(seconds)), 1),
-                                    **rank_point_scores(ranks, cfg.eval.n_resamples, cfg.eval.seed)})
+                                    **rank_point_scores(ranks, cfg.eval.n_resamples, cfg.eval.seed,
+                                                        groups=groups)})
                         if system == "fused":
                             weights.setdefault(spec.label, {}).setdefault(source.name, {})[n] = ws
                 if pts:
@@ -424,11 +436,11 @@ def aggregate(cfg: CurveConfig, points_dir: Path, test_ids: list[str]) -> tuple[
 
 
 def paired_with_ranker(cfg: CurveConfig, points_dir: Path, ranker_ranks: Sequence[float],
-                       zero_shot: dict | None) -> list[dict]:
+                       zero_shot: dict | None, publications: Sequence[str]) -> list[dict]:
     """Top-1 of each finished point's '+ ranker' system against the knowledge ranker on the same
-    cases: paired bootstrap difference and exact McNemar."""
-    from ..evaluate.paired import mcnemar, paired_bootstrap_correct
+    cases: paired bootstrap difference (cases, and whole publications, resampled) and exact McNemar."""
     from .curve import _point_path
+    from .rare_ddx import paired_top1
 
     ev = {"n_resamples": cfg.eval.n_resamples, "seed": cfg.eval.seed}
     base = np.asarray(ranker_ranks) == 1
@@ -444,8 +456,8 @@ def paired_with_ranker(cfg: CurveConfig, points_dir: Path, ranker_ranks: Sequenc
                                      json.loads(path.read_text())))
     for name, row in runs:
         hit = np.asarray(_decode(row["ranks"]["fused"])) == 1
-        rows.append({"system_a": name, "system_b": "knowledge ranker", "weight": row["weight"],
-                     "top1": paired_bootstrap_correct(hit, base, **ev), "mcnemar": mcnemar(hit, base)})
+        rows.append({"weight": row["weight"],
+                     **paired_top1(name, hit, "knowledge ranker", base, publications, **ev)})
     return rows
 
 
@@ -455,16 +467,20 @@ def _paired_section(paired: list[dict]):
 
     rows = []
     for c in paired:
-        d, m = c["top1"], c["mcnemar"]
+        d, g, m = c["top1"], c["top1_by_publication"], c["mcnemar"]
         w = "model alone" if c["weight"] is None else f"{c['weight']:g}"
         rows.append([c["system_a"], w, f"{d['a']:.3f}", f"{d['b']:.3f}",
                      f"{signed(d['diff'])} [{signed(d['ci'][0])}, {signed(d['ci'][1])}]", p_text(d["p_value"]),
+                     f"[{signed(g['ci'][0])}, {signed(g['ci'][1])}]", p_text(g["p_value"]),
                      f"{m['b']} / {m['c']}", p_text(m["p_value"])])
     return Section("Paired: each point's model + ranker vs the knowledge ranker (top-1, same cases)",
-                   header=["system", "weight", "top-1", "ranker top-1", "difference [95% CI]", "p (paired bootstrap)",
-                           "only system / only ranker first", "p (McNemar exact)"], rows=rows, num_from=2,
-                   text="The difference's interval is a bootstrap over cases resampled together; McNemar counts "
-                        "the cases where exactly one of the two puts the gold first.")
+                   header=["system", "weight", "top-1", "ranker top-1", "difference [95% CI], cases resampled",
+                           "p", "95% CI, publications resampled", "p", "only system / only ranker first",
+                           "p (McNemar exact)"], rows=rows, num_from=2,
+                   text="Both systems are scored on the same resampled cases, or on the same resampled whole "
+                        "publications: the cases of one publication are alike, so that interval and p are the ones "
+                        "to trust (every band of the curves resamples publications too). McNemar counts the cases "
+                        "where exactly one of the two puts the gold first, each as if independent.")
 
 
 def format_curve_table(result: dict) -> str:

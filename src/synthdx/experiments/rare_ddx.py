@@ -688,11 +688,12 @@ def _paired_section(paired: list[dict]):
                    header=["A vs B", "top-1 A", "top-1 B", "A − B [95% CI], cases resampled", "p",
                            "95% CI, publications resampled", "p", "only A / only B first", "p (McNemar exact)"],
                    rows=rows, num_from=1,
-                   text="Both systems rank the same cases: the difference's interval is a bootstrap over cases "
-                        "resampled together; McNemar uses the cases where exactly one system puts the gold first. "
-                        "Cases of one publication are alike (one cohort, one disease, one way of describing them), "
-                        "so the interval that resamples whole publications"
-                        + (f" ({groups} here)" if groups else "") + " is the one to trust where the two differ. "
+                   text="Both systems rank the same cases, resampled together: single cases, or whole "
+                        "publications" + (f" ({groups} here)" if groups else "") + "; McNemar uses the cases where "
+                        "exactly one system puts the gold first. Cases of one publication are alike (one cohort, one "
+                        "disease, one way of describing them), so the interval and p that resample publications are "
+                        "the ones to trust; the case-level ones and McNemar treat every case as independent and are "
+                        "too sure. "
                         "A fine-tuned system against the base model's (zero-shot) system of the same kind measures "
                         "what training on synthetic patients adds.")
 
