@@ -233,6 +233,13 @@ def test_top1_calibration_ece_and_brier_by_hand():
     b = top1_calibration(conf, correct, n_resamples=200, seed=1)
     assert b["ece"] == c["ece"] and b["ece_ci"][0] <= b["ece_ci"][1]
     assert b == top1_calibration(conf, correct, n_resamples=200, seed=1)  # seeded
+    # one group per case: the very same resamples; all cases in one group: every resample is the data
+    single = top1_calibration(conf, correct, n_resamples=200, seed=1, groups=["a", "b", "c", "d", "e"])
+    assert single["ece_ci"] == b["ece_ci"]
+    one = top1_calibration(conf, correct, n_resamples=200, seed=1, groups=["p"] * 5)
+    assert one["ece_ci"] == pytest.approx([c["ece"], c["ece"]])
+    with pytest.raises(ValueError, match="groups has 2 entries for 5 cases"):
+        top1_calibration(conf, correct, n_resamples=10, groups=["a", "b"])
 
 
 def test_fit_temperature_by_hand():

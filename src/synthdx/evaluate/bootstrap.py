@@ -42,6 +42,7 @@ __all__ = [
     "CountMetric",
     "bootstrap_ci",
     "evaluate_system",
+    "group_members",
     "group_rows",
     "label_f1",
     "macro_f1",
@@ -126,6 +127,16 @@ def group_rows(rows: np.ndarray, groups: Sequence[Hashable]) -> np.ndarray:
     out = np.zeros((len(position),) + rows.shape[1:], dtype=np.float64)
     np.add.at(out, index, rows)
     return out
+
+
+def group_members(groups: Sequence[Hashable]) -> list[np.ndarray]:
+    """The record indices of each group, the groups in order of first appearance (as `group_rows`):
+    for a cluster bootstrap of a statistic that is not a sum (a resample is the concatenation of
+    the drawn groups' records)."""
+    members: dict = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    return [np.asarray(m, dtype=np.int64) for m in members.values()]
 
 
 def percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:

@@ -292,10 +292,13 @@ def fit_temperature(score_lists, correct, bounds: tuple[float, float] = (0.01, 1
 
 
 def top1_calibration(confidence, correct, n_bins: int = 10, n_resamples: int = 0, seed: int = 0,
-                     alpha: float = 0.05) -> dict:
+                     alpha: float = 0.05, groups: Sequence | None = None) -> dict:
     """How well top-1 confidences predict a correct first rank: {"n", "top1" (share correct),
     "confidence" (mean confidence), "ece", "brier", "reliability" (see `reliability`)}, and with
-    `n_resamples` > 0 "ece_ci": a percentile bootstrap interval of the ECE over cases."""
+    `n_resamples` > 0 "ece_ci": a percentile bootstrap interval of the ECE over cases, or over whole
+    `groups` (each case's publication, say) when given."""
+    from .bootstrap import group_members
+
     y = np.asarray(correct, dtype=np.float64).ravel()
     p = np.asarray(confidence, dtype=np.float64).ravel()
     rel = reliability(y, p, n_bins)
@@ -303,7 +306,14 @@ def top1_calibration(confidence, correct, n_bins: int = 10, n_resamples: int = 0
            "brier": brier_score(y, p), "reliability": rel}
     if n_resamples > 0:
         rng = np.random.default_rng(seed)
-        idx = rng.integers(0, len(p), size=(n_resamples, len(p)))
+        if groups is None:
+            idx = list(rng.integers(0, len(p), size=(n_resamples, len(p))))
+        else:
+            if len(groups) != len(p):
+                raise ValueError(f"groups has {len(groups)} entries for {len(p)} cases")
+            members = group_members(groups)
+            idx = [np.concatenate([members[g] for g in drawn])
+                   for drawn in rng.integers(0, len(members), size=(n_resamples, len(members)))]
         eces = [reliability(y[i], p[i], n_bins)["ece"] for i in idx]
         out["ece_ci"] = [float(np.quantile(eces, alpha / 2)), float(np.quantile(eces, 1 - alpha / 2))]
     return out

@@ -264,10 +264,11 @@ class CalibrationInput:
 
 
 def calibration_report(inputs: Sequence[CalibrationInput], ids: Sequence[str], n_bins: int = 10,
-                       n_resamples: int = 0, seed: int = 0) -> dict:
+                       n_resamples: int = 0, seed: int = 0, groups: Sequence[str] | None = None) -> dict:
     """Per system: reliability, ECE and Brier of the top-1 confidence on the real cases, before and
     after temperature scaling fitted on the synthetic validation patients (and on those patients),
-    and every case's confidence and outcome (`cases`), so that each number can be recomputed."""
+    and every case's confidence and outcome (`cases`), so that each number can be recomputed.
+    `groups` (each real case's publication): the ECE intervals resample whole publications."""
     from ..evaluate.calibration import fit_temperature, top1_calibration, top1_confidence
 
     systems, cases = {}, {"ids": list(ids)}
@@ -278,8 +279,8 @@ def calibration_report(inputs: Sequence[CalibrationInput], ids: Sequence[str], n
         conf_t = [top1_confidence(sc, t) for sc in inp.real_scores]
         val_conf = [top1_confidence(sc) for sc in inp.val_scores]
         val_conf_t = [top1_confidence(sc, t) for sc in inp.val_scores]
-        before = top1_calibration(conf, inp.real_correct, n_bins, n_resamples, seed)
-        after = top1_calibration(conf_t, inp.real_correct, n_bins, n_resamples, seed)
+        before = top1_calibration(conf, inp.real_correct, n_bins, n_resamples, seed, groups=groups)
+        after = top1_calibration(conf_t, inp.real_correct, n_bins, n_resamples, seed, groups=groups)
         systems[inp.name] = {
             **before, "temperature": t, "temperature_at_bound": bool(t <= lo * 1.0001 or t >= hi * 0.9999),
             "scaled": after, "main": inp.main,
@@ -567,7 +568,8 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                            "candidates": len(candidates)}
 
     with timer.stage("calibration of the top-1 confidence"):
-        calibration = calibration_report(cal_inputs, s_ids, n_resamples=cfg.eval.n_resamples, seed=cfg.eval.seed)
+        calibration = calibration_report(cal_inputs, s_ids, n_resamples=cfg.eval.n_resamples, seed=cfg.eval.seed,
+                                         groups=s_pubs)
         _write_calibration_cases(pred_dir / "calibration.jsonl", calibration, s_golds)
 
     with timer.stage("paired tests and fidelity"):
@@ -746,10 +748,10 @@ def _calibration_section(calibration: dict, top_k: int, n_val: int):
               "its log-likelihood ratios, the model's log-probabilities of the disease names, or the fused score. "
               "Correct: a gold disease is ranked first (a case whose gold the ranker did not retrieve is a miss "
               f"for every system). ECE over {calibration['n_bins']} equal-width bins, with a 95% bootstrap "
-              "interval over cases; Brier = mean (confidence − correct)². Temperature scaling divides each "
-              f"system's scores by T before the softmax (the ranking does not change); T minimises the "
-              f"log-loss of the top-1 confidence on the {n_val} held-out synthetic validation patients "
-              "(those the fusion weight is chosen on), never on the real cases."),
+              "interval over whole publications; Brier = mean (confidence − correct)². Temperature scaling "
+              f"divides each system's scores by T before the softmax (the ranking does not change); T minimises "
+              f"the log-loss of the top-1 confidence on the {n_val} held-out synthetic validation patients, "
+              "never on the real cases."),
         header=["system", "cases", "top-1", "mean confidence", "ECE [95% CI]", "Brier", "T (fitted on synthetic)",
                 "mean confidence after T", "ECE after T [95% CI]", "Brier after T",
                 "ECE on synthetic validation: before → after T"],
