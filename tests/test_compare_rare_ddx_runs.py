@@ -19,7 +19,7 @@ def tool():
     return mod
 
 
-def _run(root: Path, model_favours: dict[str, str], ranker_correct: bool) -> Path:
+def _run(root: Path, model_favours: dict[str, str], ranker_correct: bool, publications: bool = False) -> Path:
     """Two cases, gold D1; the ranker prefers D1 (or D2) by 1 nat; the model favours the given name."""
     (root / "predictions").mkdir(parents=True)
     (root / "data").mkdir()
@@ -31,7 +31,8 @@ def _run(root: Path, model_favours: dict[str, str], ranker_correct: bool) -> Pat
         scores[case] = {"D1": 0.0 if fav == "D1" else -20.0, "D2": 0.0 if fav == "D2" else -20.0}
         hits = [ranker_correct, fav == "D1", fav == "D1"]  # at weight 0.1 the model's 20 nats win
         systems = {s: {"correct": h} for s, h in zip(SYSTEMS, hits)}
-        cal.append({"id": case, "gold": ["D1"], "systems": systems})
+        cal.append({"id": case, "gold": ["D1"], "systems": systems,
+                    **({"publication": "PMID:1"} if publications else {})})
     for name, rows in (("calibration", cal), ("knowledge_ranker", ranker)):
         (root / "predictions" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "data" / "scores_model_cases.json").write_text(json.dumps(scores))
@@ -47,6 +48,13 @@ def test_paired_counts_and_weight_sweep_by_hand(tmp_path, tool):
     assert "| 1.000 | 0.500 | +0.500" in alone and "| 1 / 0 |" in alone  # only case c1 differs
     # weight 0: the ranker's wrong first choice in both runs; weight 0.1: -20 x 0.1 = -2 outweighs 1 nat
     assert lines[-2:] == ["| 0 | 0.000 | 0.000 |", "| 0.1 | 1.000 | 0.500 |"]
+    assert "| — | — |" in alone  # runs that do not name publications: cases resampled only
+    # both cases from one publication: every resample draws both, so the interval is the point
+    a = _run(tmp_path / "pa", {"c1": "D1", "c2": "D1"}, ranker_correct=False, publications=True)
+    b = _run(tmp_path / "pb", {"c1": "D2", "c2": "D1"}, ranker_correct=False, publications=True)
+    alone = next(line for line in tool.compare(a, b, [0.0], n_resamples=200)
+                 if line.startswith("| fine-tuned model reranks"))
+    assert "| [+0.500, +0.500] |" in alone
 
 
 def test_runs_without_common_cases_are_refused(tmp_path, tool):

@@ -4,7 +4,9 @@
     python tools/compare_rare_ddx_runs.py RUN_A RUN_B [--weights 0,0.05,0.1,0.25,0.5,1]
 
 Prints, per system (ranker, model alone, model + ranker; full annotations), the top-1 of each run,
-their paired difference A - B with a 95% bootstrap interval and the exact McNemar test; then the
+their paired difference A - B with 95% bootstrap intervals (cases resampled, and whole publications
+resampled when run A's calibration rows name each case's publication, as runs since 2026-12-07 do)
+and the exact McNemar test; then the
 top-1 each run's model scores would give fused with the ranker at fixed weights. The weight sweep
 is measured on the scored cases themselves: a diagnostic of where a difference comes from (the model
 or the weight chosen on synthetic patients), never a result to report as a test score.
@@ -65,15 +67,21 @@ def compare(run_a: Path, run_b: Path, weights: list[float], n_resamples: int = 1
     if not ids:
         raise SystemExit("the two runs scored no case in common")
     lines = [f"{len(ids)} cases scored by both runs (A: {len(cal_a)}, B: {len(cal_b)})",
-             "| system (A / B) | top-1 A | top-1 B | A - B [95% CI] | p (paired bootstrap) "
-             "| only A / only B first | p (McNemar exact) |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| system (A / B) | top-1 A | top-1 B | A - B [95% CI], cases resampled | p "
+             "| 95% CI, publications resampled | p | only A / only B first | p (McNemar exact) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    pubs = [cal_a[i].get("publication") for i in ids]
     for prefix in SYSTEMS:
         (name_a, hit_a), (name_b, hit_b) = _hits(cal_a, ids, prefix), _hits(cal_b, ids, prefix)
         pb = paired_bootstrap_correct(hit_a, hit_b, n_resamples=n_resamples, seed=0)
+        by_pub = "— | —"
+        if None not in pubs:
+            g = paired_bootstrap_correct(hit_a, hit_b, n_resamples=n_resamples, seed=0, groups=pubs)
+            by_pub = f"[{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}] | {g['p_value']:.3f}"
         mc = mcnemar(hit_a, hit_b)
         label = name_a if name_a == name_b else f"{name_a} / {name_b}"
         lines.append(f"| {label} | {hit_a.mean():.3f} | {hit_b.mean():.3f} | {pb['diff']:+.3f} "
-                     f"[{pb['ci'][0]:+.3f}, {pb['ci'][1]:+.3f}] | {pb['p_value']:.3f} "
+                     f"[{pb['ci'][0]:+.3f}, {pb['ci'][1]:+.3f}] | {pb['p_value']:.3f} | {by_pub} "
                      f"| {mc['b']} / {mc['c']} | {mc['p_value']:.3f} |")
     lines += ["", "Model + ranker top-1 at fixed weights (on these cases: a diagnostic, not a result)",
               "| weight | A | B |", "|---:|---:|---:|"]

@@ -570,7 +570,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     with timer.stage("calibration of the top-1 confidence"):
         calibration = calibration_report(cal_inputs, s_ids, n_resamples=cfg.eval.n_resamples, seed=cfg.eval.seed,
                                          groups=s_pubs)
-        _write_calibration_cases(pred_dir / "calibration.jsonl", calibration, s_golds)
+        _write_calibration_cases(pred_dir / "calibration.jsonl", calibration, s_golds, s_pubs)
 
     with timer.stage("paired tests and fidelity"):
         from ..evaluate.fidelity import fidelity_report
@@ -700,16 +700,18 @@ def _paired_section(paired: list[dict]):
                         "what training on synthetic patients adds.")
 
 
-def _write_calibration_cases(path: Path, calibration: dict, golds: Sequence[Sequence[str]]) -> None:
-    """One row per scored real case: its gold ids and, per system, the top-1 confidence (before and
-    after temperature scaling) and whether the first-ranked disease is a gold one."""
+def _write_calibration_cases(path: Path, calibration: dict, golds: Sequence[Sequence[str]],
+                             publications: Sequence[str]) -> None:
+    """One row per scored real case: its gold ids, its publication group (what intervals resample)
+    and, per system, the top-1 confidence (before and after temperature scaling) and whether the
+    first-ranked disease is a gold one."""
     cases = calibration["cases"]
     names = [n for n in cases if n != "ids"]
-    write_jsonl(path, ({"id": cid, "gold": list(gold),
+    write_jsonl(path, ({"id": cid, "gold": list(gold), "publication": pub,
                         "systems": {n: {"confidence": cases[n]["confidence"][i],
                                         "confidence_scaled": cases[n]["confidence_scaled"][i],
                                         "correct": cases[n]["correct"][i]} for n in names}}
-                       for i, (cid, gold) in enumerate(zip(cases["ids"], golds))))
+                       for i, (cid, gold, pub) in enumerate(zip(cases["ids"], golds, publications))))
 
 
 def _calibration_section(calibration: dict, top_k: int, n_val: int):
