@@ -172,6 +172,19 @@ def test_choose_weight_resamples_whole_publications():
     assert table["inf"]["chosen_share"] == pytest.approx(0.25, abs=0.03)
 
 
+def test_largest_publications_by_hand():
+    from synthdx.experiments.rare_ddx import _largest_publications
+
+    hit = [1, 1, 1, 0, 1, 0]
+    other = [0, 0, 1, 1, 1, 1]
+    pubs = ["P1", "P1", "P1", "P2", "P3", "P3"]
+    # P1: 3 cases, A alone first twice; P2: B alone once; P3: B alone once (tie on 1, by name)
+    assert _largest_publications(hit, other, pubs, n=2) == [
+        {"publication": "P1", "cases": 3, "only_a": 2, "only_b": 0},
+        {"publication": "P2", "cases": 1, "only_a": 0, "only_b": 1}]
+    assert _largest_publications([1, 0], [1, 0], ["P1", "P2"]) == []  # no difference: nothing to name
+
+
 def test_richness_section_and_mix_adjusted_means():
     """Synthetic bin means weighted by the real cases' bins: (2 * 1 + 6 * 3) / 4 observed, by hand."""
     syn = {"1-9": {"n": 8, "share": 0.8, "observed_mean": 2.0, "excluded_mean": 1.0},

@@ -669,7 +669,19 @@ def paired_top1(system_a: str, hit, system_b: str, other_hit, publications: Sequ
 
     return {"system_a": system_a, "system_b": system_b, "top1": paired_bootstrap_correct(hit, other_hit, **ev),
             "top1_by_publication": paired_bootstrap_correct(hit, other_hit, groups=publications, **ev),
-            "mcnemar": mcnemar(hit, other_hit)}
+            "mcnemar": mcnemar(hit, other_hit), "largest_publications": _largest_publications(hit, other_hit,
+                                                                                           publications)}
+
+
+def _largest_publications(hit, other_hit, publications: Sequence[str], n: int = 3) -> list[dict]:
+    """The `n` publications whose cases move the difference most (only A first minus only B first),
+    each with its number of cases: shows whether a difference is spread or one cohort's."""
+    rows: dict[str, list[int]] = {}
+    for a, b, pub in zip(np.asarray(hit, dtype=bool), np.asarray(other_hit, dtype=bool), publications):
+        r = rows.setdefault(pub, [0, 0, 0])
+        r[0], r[1], r[2] = r[0] + 1, r[1] + int(a and not b), r[2] + int(b and not a)
+    top = sorted(rows.items(), key=lambda kv: (-abs(kv[1][1] - kv[1][2]), kv[0]))[:n]
+    return [{"publication": pub, "cases": c, "only_a": oa, "only_b": ob} for pub, (c, oa, ob) in top if oa != ob]
 
 
 def _paired_section(paired: list[dict]):
@@ -686,6 +698,10 @@ def _paired_section(paired: list[dict]):
                      p_text(d["p_value"]), f"[{signed(g['ci'][0])}, {signed(g['ci'][1])}]", p_text(g["p_value"]),
                      f"{m['b']} / {m['c']}", p_text(m["p_value"])])
     groups = paired[0]["top1_by_publication"]["n_groups"] if paired else None
+    notes = [f"{c['system_a']} vs {c['system_b']}: the publications that move it most: "
+             + ", ".join(f"{p['publication']} {p['only_a'] - p['only_b']:+d} of {p['cases']} cases"
+                         for p in c["largest_publications"])
+             for c in paired if c["largest_publications"]]
     return Section("Paired comparisons (top-1, same cases)",
                    header=["A vs B", "top-1 A", "top-1 B", "A − B [95% CI], cases resampled", "p",
                            "95% CI, publications resampled", "p", "only A / only B first", "p (McNemar exact)"],
@@ -697,7 +713,7 @@ def _paired_section(paired: list[dict]):
                         "the ones to trust; the case-level ones and McNemar treat every case as independent and are "
                         "too sure. "
                         "A fine-tuned system against the base model's (zero-shot) system of the same kind measures "
-                        "what training on synthetic patients adds.")
+                        "what training on synthetic patients adds.", notes=notes)
 
 
 def _write_calibration_cases(path: Path, calibration: dict, golds: Sequence[Sequence[str]],
