@@ -288,8 +288,9 @@ class RareDdxPart:
                    **{key: _point(result["systems"][names[key][mode]]["all"], "top1") if key in names else None
                       for key in (ALONE, JOINT)}}
             for c in result["paired"]:
-                if c["mode"] == mode:
-                    row["diff"] = {"diff": c["top1"]["diff"], "ci": c["top1"]["ci"], "p_value": c["top1"]["p_value"]}
+                if c["mode"] == mode:  # published cases: the interval that resamples whole publications
+                    d = c["top1_by_publication"]
+                    row["diff"] = {"diff": d["diff"], "ci": d["ci"], "p_value": d["p_value"]}
                     m = c["mcnemar"]
                     row["mcnemar"] = f"only joint / only alone first: {m['b']} / {m['c']}, exact p {_p(m['p_value'])}"
             rows.append(row)
@@ -508,7 +509,7 @@ def _sections(cfg, parts, results, summary, training, summary_rows, labels) -> l
               for r in summary_rows], num_from=2,
         text=(f"One model trained on the mixture ({w_text}) against {_alone_means(cfg)}. Each task is scored on its "
               "own real test data with its own metrics; the difference is a paired bootstrap over the same test "
-              "records."))
+              "records (rare-ddx: over whole publications, whose cases are alike)."))
     mix = Section(
         "The mixture", header=["task", "weight", "pool", "examples in the joint run", "share", "distinct", "max repeats"],
         rows=[[n, f"{s['weight']:.3f}", str(s["pool"]), str(s["drawn"]), f"{s['share']:.3f}", str(s["distinct"]),

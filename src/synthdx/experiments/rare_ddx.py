@@ -711,9 +711,10 @@ def _paired_section(paired: list[dict]):
                         "exactly one system puts the gold first. Cases of one publication are alike (one cohort, one "
                         "disease, one way of describing them), so the interval and p that resample publications are "
                         "the ones to trust; the case-level ones and McNemar treat every case as independent and are "
-                        "too sure. "
-                        "A fine-tuned system against the base model's (zero-shot) system of the same kind measures "
-                        "what training on synthetic patients adds.", notes=notes)
+                        "too sure."
+                        + (" A fine-tuned system against the base model's (zero-shot) system of the same kind "
+                           "measures what training on synthetic patients adds."
+                           if any("zero-shot" in c["system_b"] for c in paired) else ""), notes=notes)
 
 
 def _write_calibration_cases(path: Path, calibration: dict, golds: Sequence[Sequence[str]],
