@@ -610,7 +610,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                      "scored_cases_with_trained_disease": float(np.mean([
                          bool(set(c.gold) & trained) for c in sample])),
                      "synthetic_validation_patients": len(val_cases),
-                     "tuning_cases": [c.id for c in d.tuning]},
+                     "tuning_cases": [c.id for c in d.tuning], "publications": len(set(pubs))},
             "constrained_decoding": constrained,
             "training": train_stats, "timings_seconds": timer.timings, "hardware": hardware()})
         write_provenance(out, config=cfg.model_dump(), data_sources={"real cases": cfg.data.path},
@@ -812,7 +812,8 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
                       "phenopacket-store cases and quoted for orientation only."),
                 notes=["Coverage: share of cases whose gold disease is a candidate (annotated in this HPO "
                        "release); 'all' counts uncovered cases as misses.",
-                       "95% intervals here and below resample whole publications (each with all its cases; "
+                       f"95% intervals here and below resample whole publications ({extra['data']['publications']} "
+                       "among all cases, each with all its cases; "
                        "cases sharing a PMID form one group), not single cases: the cases of one publication "
                        "are one cohort of one disease, described one way, and are not independent."]),
         Section(f"Model and ranker on {n_model} cases", header=RANKING_HEADER,
