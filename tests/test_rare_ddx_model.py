@@ -418,15 +418,31 @@ def test_split_tuning_cases_sets_real_cases_apart(tmp_path):
     from synthdx.experiments.rare_ddx import split_tuning_cases
 
     cases = [SimpleNamespace(id=f"case_{i}") for i in range(30)]
-    tuning, rest = split_tuning_cases(cases, 10, "s", "cases.zip")
+    tuning, rest = split_tuning_cases(cases, 10, "s", "cases.zip", by="cases")
     assert len(tuning) == 10 and len(rest) == 20 and not {c.id for c in tuning} & {c.id for c in rest}
     assert [c.id for c in rest] == [c.id for c in cases if c not in tuning]  # the rest keep their order
     # the last 10 by hash: the scored sample (first N by hash) is the same as without tuning cases
     assert [c.id for c in hash_sample(rest, 5, "s")] == [c.id for c in hash_sample(cases, 5, "s")]
-    assert split_tuning_cases(list(reversed(cases)), 10, "s", "x")[0] == tuning  # not file order
+    assert split_tuning_cases(list(reversed(cases)), 10, "s", "x", by="cases")[0] == tuning  # not file order
     assert split_tuning_cases(cases, None, "s", "x") == ([], cases)
     with pytest.raises(ConfigError, match="cases.zip has 30 labelled cases"):
         split_tuning_cases(cases, 30, "s", "cases.zip")
+
+
+def test_split_tuning_cases_by_publication():
+    """Whole publications until there are enough cases: no scored case shares one with a tuning case."""
+    from synthdx.experiments.rare_ddx import split_tuning_cases
+
+    cases = [SimpleNamespace(id=f"c{p}_{i}", patient=SimpleNamespace(pmids=(f"PMID:{p}",)))
+             for p in range(12) for i in range(p % 3 + 1)]  # 12 publications of 1-3 cases
+    tuning, rest = split_tuning_cases(cases, 5, "s", "cases.zip")
+    pubs_t = {c.patient.pmids[0] for c in tuning}
+    assert len(tuning) >= 5 and not pubs_t & {c.patient.pmids[0] for c in rest}
+    assert len(tuning) - 5 < 3  # it stops at the first publication that reaches 5 cases
+    assert all(sum(c.patient.pmids[0] == p for c in tuning) == p_count
+               for p, p_count in ((p, sum(c.patient.pmids[0] == p for c in cases)) for p in pubs_t))
+    again = split_tuning_cases(list(reversed(cases)), 5, "s", "x")[0]  # not file order
+    assert {c.id for c in again} == {c.id for c in tuning}
 
 
 def test_fusion_weight_chosen_on_real_tuning_cases(tmp_path, tiny_model_dir):
@@ -437,8 +453,10 @@ def test_fusion_weight_chosen_on_real_tuning_cases(tmp_path, tiny_model_dir):
 
     path = tmp_path / "cases.zip"
     with zipfile.ZipFile(path, "w") as z:
-        for i in range(14):
-            z.writestr(f"FBN1/PMID_{i}_x.json", json.dumps(marfan_packet(f"PMID_{i}_x")))
+        for i in range(14):  # one publication each: tuning cases are set apart by publication
+            packet = marfan_packet(f"PMID_{i}_x")
+            packet["metaData"]["externalReferences"][0]["id"] = f"PMID:{i}"
+            z.writestr(f"FBN1/PMID_{i}_x.json", json.dumps(packet))
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "rare-ddx-cpu.yaml", [
         f"data.path={path}", "data.max_model_cases=null", "synthetic.n_diseases=3", "synthetic.validation_patients=10",
         f"train.model={tiny_model_dir}", "train.max_steps=1", "eval.zero_shot=true", "eval.n_resamples=100",

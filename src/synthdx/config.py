@@ -135,8 +135,12 @@ class RerankConfig(_Strict):
                                              "(or the real tuning cases).")
     tuning_cases: int | None = Field(None, ge=10, description=(
         "Choose the fusion weight on this many labelled real cases instead of the synthetic validation "
-        "patients: the last ones in the hash order of ids, never among the cases scored. None: synthetic "
-        "patients only, no real label is used before the test."))
+        "patients, never among the cases scored. None: synthetic patients only, no real label is used before "
+        "the test."))
+    tuning_split: Literal["publications", "cases"] = Field("publications", description=(
+        "How the tuning cases are set apart: whole publications, the last in the hash order of their "
+        "groups, until there are at least tuning_cases (no scored case shares a publication with one); or "
+        "the last tuning_cases cases in the hash order of ids (before 2026-12-07: cohorts on both sides)."))
 
 
 class RankingEvalConfig(_Strict):

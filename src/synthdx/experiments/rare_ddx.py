@@ -372,11 +372,12 @@ def prepare_rare_ddx_data(cfg: RareDdxConfig, out: Path, timer: StageTimer) -> R
         cases = [c for c in load_phenopackets(cfg.data.path) if c.gold]
         if not cases:
             raise ValueError(f"{cfg.data.path}: no case has a diagnosis to score against")
-        tuning, cases_left = split_tuning_cases(cases, cfg.rerank.tuning_cases, cfg.data.sample_salt, cfg.data.path)
+        tuning, cases_left = split_tuning_cases(cases, cfg.rerank.tuning_cases, cfg.data.sample_salt, cfg.data.path,
+                                                cfg.rerank.tuning_split)
         sample = hash_sample(cases_left, cfg.data.max_model_cases, cfg.data.sample_salt)
         write_json(data_dir / "model_cases.json", {"rule": f"first {cfg.data.max_model_cases} by sha256("
                                                            f"'{cfg.data.sample_salt}:'+id)", "ids": [c.id for c in sample],
-                                                   "tuning_ids (the last by the same hash, never scored)":
+                                                   "tuning_ids (never scored)":
                                                        [c.id for c in tuning]})
         _say(f"{len(cases)} labelled cases; the model systems are scored on {len(sample)} of them")
 
@@ -411,15 +412,30 @@ def prepare_rare_ddx_data(cfg: RareDdxConfig, out: Path, timer: StageTimer) -> R
                        s_texts, s_ids, cfg.synthetic.seed, tuning)
 
 
-def split_tuning_cases(cases: Sequence[Case], n: int | None, salt: str, path) -> tuple[list[Case], list[Case]]:
-    """(the last `n` cases in the hash order of ids, the others in their order): real cases to choose
-    the fusion weight on, kept out of every sample the model is scored on."""
+def split_tuning_cases(cases: Sequence[Case], n: int | None, salt: str, path,
+                       by: str = "publications") -> tuple[list[Case], list[Case]]:
+    """(tuning cases, the others in their order): real cases to choose the fusion weight on, kept out
+    of every sample the model is scored on. `by` "publications": whole publication groups, the last in
+    the hash order of their names, until there are at least `n` cases, so that no scored case shares a
+    publication with a tuning one; "cases": the last `n` cases in the hash order of ids."""
     if not n:
         return [], list(cases)
     if n >= len(cases):
         raise ConfigError(f"rerank.tuning_cases={n}: {path} has {len(cases)} labelled cases; "
                           "some must be left to score")
-    tuning = sorted(cases, key=lambda c: hash_bucket(c.id, salt))[-n:]
+    if by == "cases":
+        tuning = sorted(cases, key=lambda c: hash_bucket(c.id, salt))[-n:]
+    else:
+        members: dict[str, list[Case]] = {}
+        for case, group in zip(cases, publication_groups(cases)):
+            members.setdefault(group, []).append(case)
+        tuning = []
+        for group in sorted(members, key=lambda g: hash_bucket(g, salt), reverse=True):
+            if len(tuning) >= n:
+                break
+            tuning += members[group]
+        if len(tuning) >= len(cases):
+            raise ConfigError(f"rerank.tuning_cases={n}: the publications of {path} leave no case to score")
     ids = {c.id for c in tuning}
     return tuning, [c for c in cases if c.id not in ids]
 
@@ -824,7 +840,7 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
                       f"times a weight chosen on {'real tuning cases' if tuned else 'held-out synthetic patients'}."),
                 notes=["With own publication left out, only retrieval changes: the model's weights were trained "
                        "on patients generated from the full annotations, which flatters the model rows."]
-                + _tuning_notes(tuned)
+                + _tuning_notes(tuned, cfg.rerank.tuning_split)
                 + _constrained_notes(extra.get("constrained_decoding"))),
         _by_terms_section({**{f"{n} (all cases)": v for n, v in systems_all.items() if "left out" not in n},
                            **{f"{n} ({n_model} cases)": v for n, v in systems.items() if "left out" not in n}}),
@@ -870,13 +886,15 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
     return metrics
 
 
-def _tuning_notes(tuning_ids: list[str]) -> list[str]:
+def _tuning_notes(tuning_ids: list[str], split: str) -> list[str]:
     """Where real labels entered: the fusion weight, when chosen on real tuning cases."""
     if not tuning_ids:
         return []
-    return [f"The fusion weight is chosen on {len(tuning_ids)} labelled real cases (the last by hash of id; "
-            "none is scored here): the '+ ranker' rows use real labels for that one number. The model "
-            "itself is trained on synthetic patients only."]
+    how = ("whole publications, the last by hash, none with a scored case" if split == "publications" else
+           "the last by hash of id; their publications may have scored cases too")
+    return [f"The fusion weight is chosen on {len(tuning_ids)} labelled real cases ({how}; none is scored "
+            "here): the '+ ranker' rows use real labels for that one number. The model itself is trained on "
+            "synthetic patients only."]
 
 
 def _constrained_notes(constrained: dict | None) -> list[str]:
