@@ -372,8 +372,8 @@ def prepare_rare_ddx_data(cfg: RareDdxConfig, out: Path, timer: StageTimer) -> R
         cases = [c for c in load_phenopackets(cfg.data.path) if c.gold]
         if not cases:
             raise ValueError(f"{cfg.data.path}: no case has a diagnosis to score against")
-        tuning, cases_left = split_tuning_cases(cases, cfg.rerank.tuning_cases, cfg.data.sample_salt, cfg.data.path,
-                                                cfg.rerank.tuning_split)
+        tuning, cases_left = split_tuning_cases(cases, cfg.rerank.tuning_cases, cfg.data.sample_salt,
+                                                cfg.data.path, cfg.rerank.tuning_split)
         sample = hash_sample(cases_left, cfg.data.max_model_cases, cfg.data.sample_salt)
         write_json(data_dir / "model_cases.json", {"rule": f"first {cfg.data.max_model_cases} by sha256("
                                                            f"'{cfg.data.sample_salt}:'+id)", "ids": [c.id for c in sample],
