@@ -494,6 +494,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
     v_texts, v_ids = d.validation_texts(), [c.id for c in val_cases]
     t_texts, t_ids = [d.text_of(c, 0) for c in d.tuning], [c.id for c in d.tuning]  # real tuning cases, if any
     t_golds = [list(c.gold) for c in d.tuning]
+    t_pubs = publication_groups(d.tuning)  # the weight's resamples draw whole publications
 
     with timer.stage("retrieve the top candidates"):
         retrieved = {"full": _retrieve(ranker, sample, k, False), "val": _retrieve(ranker, val_cases, k, False)}
@@ -534,8 +535,7 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
             if d.tuning:  # chosen on real cases set apart for it; the synthetic patients only report
                 t_ms = _model_scores(path, task, t_texts, [r[0] for r in retrieved["tune"]],
                                      data_dir / f"scores_{key}_tuning.json", t_ids, f"{label}: real tuning cases")
-                w, table = choose_weight(retrieved["tune"], t_ms, t_golds, cfg.rerank.weights,
-                                         groups=publication_groups(d.tuning))
+                w, table = choose_weight(retrieved["tune"], t_ms, t_golds, cfg.rerank.weights, groups=t_pubs)
             else:
                 w, table = choose_weight(retrieved["val"], v_ms, v_golds, cfg.rerank.weights)
             weights_table[label] = table
@@ -626,7 +626,8 @@ def _run(cfg: RareDdxConfig, out: Path) -> dict:
                      "scored_cases_with_trained_disease": float(np.mean([
                          bool(set(c.gold) & trained) for c in sample])),
                      "synthetic_validation_patients": len(val_cases),
-                     "tuning_cases": [c.id for c in d.tuning], "publications": len(set(pubs))},
+                     "tuning_cases": [c.id for c in d.tuning], "tuning_publications": len(set(t_pubs)),
+                     "publications": len(set(pubs))},
             "constrained_decoding": constrained,
             "training": train_stats, "timings_seconds": timer.timings, "hardware": hardware()})
         write_provenance(out, config=cfg.model_dump(), data_sources={"real cases": cfg.data.path},
@@ -840,7 +841,7 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
                       f"times a weight chosen on {'real tuning cases' if tuned else 'held-out synthetic patients'}."),
                 notes=["With own publication left out, only retrieval changes: the model's weights were trained "
                        "on patients generated from the full annotations, which flatters the model rows."]
-                + _tuning_notes(tuned, cfg.rerank.tuning_split)
+                + _tuning_notes(tuned, extra["data"]["tuning_publications"], cfg.rerank.tuning_split)
                 + _constrained_notes(extra.get("constrained_decoding"))),
         _by_terms_section({**{f"{n} (all cases)": v for n, v in systems_all.items() if "left out" not in n},
                            **{f"{n} ({n_model} cases)": v for n, v in systems.items() if "left out" not in n}}),
@@ -886,13 +887,14 @@ def _report(cfg, out, systems_all, systems, synthetic_scores, weights_table, sha
     return metrics
 
 
-def _tuning_notes(tuning_ids: list[str], split: str) -> list[str]:
+def _tuning_notes(tuning_ids: list[str], n_publications: int, split: str) -> list[str]:
     """Where real labels entered: the fusion weight, when chosen on real tuning cases."""
     if not tuning_ids:
         return []
     how = ("whole publications, the last by hash, none with a scored case" if split == "publications" else
            "the last by hash of id; their publications may have scored cases too")
-    return [f"The fusion weight is chosen on {len(tuning_ids)} labelled real cases ({how}; none is scored "
+    return [f"The fusion weight is chosen on {len(tuning_ids)} labelled real cases from {n_publications} "
+            f"publications ({how}; none is scored "
             "here): the '+ ranker' rows use real labels for that one number. The model itself is trained on "
             "synthetic patients only."]
 
