@@ -462,17 +462,11 @@ def paired_with_ranker(cfg: CurveConfig, points_dir: Path, ranker_ranks: Sequenc
 
 
 def _paired_section(paired: list[dict]):
-    from ..evaluate.evidence import p_text, signed
     from ..evaluate.sections import Section
+    from .rare_ddx import paired_top1_cells
 
-    rows = []
-    for c in paired:
-        d, g, m = c["top1"], c["top1_by_publication"], c["mcnemar"]
-        w = "model alone" if c["weight"] is None else f"{c['weight']:g}"
-        rows.append([c["system_a"], w, f"{d['a']:.3f}", f"{d['b']:.3f}",
-                     f"{signed(d['diff'])} [{signed(d['ci'][0])}, {signed(d['ci'][1])}]", p_text(d["p_value"]),
-                     f"[{signed(g['ci'][0])}, {signed(g['ci'][1])}]", p_text(g["p_value"]),
-                     f"{m['b']} / {m['c']}", p_text(m["p_value"])])
+    rows = [[c["system_a"], "model alone" if c["weight"] is None else f"{c['weight']:g}", *paired_top1_cells(c)]
+            for c in paired]
     return Section("Paired: each point's model + ranker vs the knowledge ranker (top-1, same cases)",
                    header=["system", "weight", "top-1", "ranker top-1", "difference [95% CI], cases resampled",
                            "p", "95% CI, publications resampled", "p", "only system / only ranker first",

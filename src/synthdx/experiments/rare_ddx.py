@@ -701,19 +701,21 @@ def _largest_publications(hit, other_hit, publications: Sequence[str], n: int = 
     return [{"publication": pub, "cases": c, "only_a": oa, "only_b": ob} for pub, (c, oa, ob) in top if oa != ob]
 
 
-def _paired_section(paired: list[dict]):
+def paired_top1_cells(c: dict) -> list[str]:
+    """One `paired_top1` comparison as table cells: both top-1s, the difference with its case-level interval
+    and p, the publication-level interval and p, McNemar's discordant counts and exact p."""
     from ..evaluate.evidence import p_text, signed
+
+    d, g, m = c["top1"], c["top1_by_publication"], c["mcnemar"]
+    return [f"{d['a']:.3f}", f"{d['b']:.3f}", f"{signed(d['diff'])} [{signed(d['ci'][0])}, {signed(d['ci'][1])}]",
+            p_text(d["p_value"]), f"[{signed(g['ci'][0])}, {signed(g['ci'][1])}]", p_text(g["p_value"]),
+            f"{m['b']} / {m['c']}", p_text(m["p_value"])]
+
+
+def _paired_section(paired: list[dict]):
     from ..evaluate.ranking_report import Section
 
-    def interval(d: dict) -> str:
-        return f"{signed(d['diff'])} [{signed(d['ci'][0])}, {signed(d['ci'][1])}]"
-
-    rows = []
-    for c in paired:
-        d, g, m = c["top1"], c["top1_by_publication"], c["mcnemar"]
-        rows.append([f"{c['system_a']} vs {c['system_b']}", f"{d['a']:.3f}", f"{d['b']:.3f}", interval(d),
-                     p_text(d["p_value"]), f"[{signed(g['ci'][0])}, {signed(g['ci'][1])}]", p_text(g["p_value"]),
-                     f"{m['b']} / {m['c']}", p_text(m["p_value"])])
+    rows = [[f"{c['system_a']} vs {c['system_b']}", *paired_top1_cells(c)] for c in paired]
     groups = paired[0]["top1_by_publication"]["n_groups"] if paired else None
     notes = [f"{c['system_a']} vs {c['system_b']}: the publications that move it most: "
              + ", ".join(f"{p['publication']} {p['only_a'] - p['only_b']:+d} of {p['cases']} cases"
