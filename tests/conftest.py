@@ -96,3 +96,17 @@ def tiny_model(tiny_model_dir):
     model = load_causal_lm(str(tiny_model_dir))
     model.eval()
     return model
+
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """Import a script of tools/ by file name (tools/ is not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

@@ -1,22 +1,17 @@
 """tools/compare_rare_ddx_runs.py on two hand-made run folders: the paired counts and the weight sweep
 can be checked by hand."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare_rare_ddx_runs.py"
 SYSTEMS = ("knowledge ranker", "fine-tuned model reranks top 10", "fine-tuned model + ranker (weight 0.1)")
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("compare_rare_ddx_runs", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def tool(load_tool):
+    return load_tool("compare_rare_ddx_runs")
 
 
 def _run(root: Path, model_favours: dict[str, str], ranker_correct: bool, publications: bool = False) -> Path:

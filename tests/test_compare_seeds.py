@@ -1,21 +1,15 @@
 """tools/compare_seeds.py on hand-made mixture run folders: the per-run differences and the t-interval
 over runs can be checked by hand."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare_seeds.py"
-
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("compare_seeds", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def tool(load_tool):
+    return load_tool("compare_seeds")
 
 
 def _run(root: Path, alone: float, joint: float) -> Path:
