@@ -125,7 +125,7 @@ def test_tiny_rare_ddx_curve_end_to_end_and_resume(tmp_path, tiny_model_dir, hpo
     cases = _packets(hpo, tmp_path)
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "curve-rare-ddx.yaml", [
         f"data.path={cases}", "data.test_fraction=0.4", "rare_ddx.test_cases=null",
-        "rare_ddx.patients.validation_patients=10", "sizes=[4,8]", "eval.n_resamples=100",
+        "rare_ddx.patients.validation_patients=10", "sizes=[4,8]", "seeds=[0]", "eval.n_resamples=100",
         "rare_ddx.zero_shot=true", "sources=[{name: synthetic patients, kind: synthetic}, {name: real cases, "
         "kind: real}, {name: mix, kind: real, base: synthetic, base_n: 3}]",
         f"learners.0.train.model={tiny_model_dir}", "learners.0.train.max_steps=1",
