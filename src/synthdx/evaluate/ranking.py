@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .bootstrap import _check_args, group_rows, percentile_interval, resample_indices, resampled_sums
+from .bootstrap import _check_args, group_rows, percentile_interval, resampled_sums
 
 __all__ = [
     "DEFAULT_TERM_BINS",
@@ -69,24 +69,23 @@ def _as_ranks(ranks) -> np.ndarray:
     return r
 
 
+def _resampled_means(values: np.ndarray, n_resamples: int, seed: int, groups: np.ndarray | None) -> np.ndarray:
+    """(B, k) means of the columns of `values` (n, k) in each resample: of single cases, or of whole
+    `groups` (each group's sums and its number of cases drawn together)."""
+    rows = np.column_stack([values, np.ones(len(values))])
+    sums = resampled_sums(rows if groups is None else group_rows(rows, groups), n_resamples, seed)
+    return sums[:, :-1] / sums[:, -1:]
+
+
 def _with_intervals(ranks: np.ndarray, ks: Sequence[int], n_resamples: int, alpha: float, seed: int,
                     groups: np.ndarray | None = None) -> dict:
     out = ranking_metrics(ranks, ks)
     if len(ranks) == 0:
         return out
     vals = _values(ranks, ks)
-    if groups is not None:  # per group: each value's sum and the number of cases, then over drawn groups
-        sums = resampled_sums(group_rows(np.stack([*vals.values(), np.ones(len(ranks))], axis=1), groups),
-                              n_resamples, seed)
-        for i, name in enumerate(vals):
-            out[f"{name}_ci"] = list(percentile_interval(sums[:, i] / sums[:, -1], alpha))
-        return out
-    boot: dict[str, list[np.ndarray]] = {name: [] for name in vals}
-    for idx in resample_indices(len(ranks), n_resamples, seed):
-        for name, v in vals.items():
-            boot[name].append(v[idx].mean(axis=1))
-    for name in vals:
-        out[f"{name}_ci"] = list(percentile_interval(np.concatenate(boot[name]), alpha))
+    means = _resampled_means(np.column_stack(list(vals.values())), n_resamples, seed, groups)
+    for i, name in enumerate(vals):
+        out[f"{name}_ci"] = list(percentile_interval(means[:, i], alpha))
     return out
 
 
@@ -120,11 +119,7 @@ def evaluate_ranking(ranks: Sequence[float], covered: Sequence[bool] | None = No
         if len(g) != n:
             raise ValueError(f"{n} ranks but {len(g)} groups")
     out: dict = {"n": n, "n_covered": int(cov.sum()), "coverage": float(cov.mean())}
-    if g is None:
-        cboot = np.concatenate([cov[idx].mean(axis=1) for idx in resample_indices(n, n_resamples, seed)])
-    else:
-        sums = resampled_sums(group_rows(np.stack([cov, np.ones(n)], axis=1), g), n_resamples, seed)
-        cboot = sums[:, 0] / sums[:, 1]
+    cboot = _resampled_means(cov[:, None].astype(np.float64), n_resamples, seed, g)[:, 0]
     out["coverage_ci"] = list(percentile_interval(cboot, alpha))
     out["all"] = _with_intervals(r, ks, n_resamples, alpha, seed, g)
     out["covered"] = _with_intervals(r[cov], ks, n_resamples, alpha, seed, None if g is None else g[cov])
