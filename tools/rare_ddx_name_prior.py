@@ -11,7 +11,9 @@ For each beta and each model the run scored (fine-tuned; base model zero-shot if
 the tool prints the model alone and fused with the run's ranker, the fusion weight chosen as the
 run chooses it (on its real tuning cases if it set some apart, else on its synthetic validation
 patients; never on the scored cases), and the paired difference from the ranker with whole
-publications resampled.
+publications resampled. Beta is chosen with the weight, on the same cases or patients: only the
+chosen beta's row is a result; the other rows show what the correction does, and picking among them
+by their scores on the scored cases would be tuning on the test.
 
 KEY=VALUE overrides the run's config the way `synthdx run --set` does (e.g. rerank.tuning_split=
 publications on a run that set its tuning cases apart by case). Model scores missing from the run's
@@ -110,9 +112,9 @@ def format_rows(label: str, rows: list[dict]) -> tuple[list[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     from synthdx.config import load_config
+    from synthdx.io import write_json
     from synthdx.progress import StageTimer
     from synthdx.splits import publication_groups
-    from synthdx.io import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path)
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = study(parts, scores, free, [float(b) for b in a.betas.split(",")], cfg.rerank.weights,
                      n_resamples=a.n_resamples, seed=cfg.eval.seed)
         table, more = format_rows(label, rows)
-        more.append(f"- {label}: beta chosen with the weight, where the weight is chosen: {chosen_beta(rows):g}")
+        more.append(f"- {label}: beta chosen with the weight, on the same cases: {chosen_beta(rows):g}")
         lines += table
         notes += more
     print("\n".join(lines + [""] + notes))
