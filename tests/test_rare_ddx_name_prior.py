@@ -69,3 +69,45 @@ def test_content_free_scores_equal_scoring_each_name_alone(tool, tiny_model, tok
     for i in names:
         alone, _ = score_names(tiny_model, tokenizer, task, [""], [[i]])
         assert free[i] == pytest.approx(float(alone[0][0]), abs=1e-4)
+
+
+def test_tool_on_a_finished_tiny_run(tmp_path, tiny_model_dir, tool, capsys, monkeypatch):
+    """main() on a run with real tuning cases: one row per beta, the content-free scores cached for
+    every retrieved name, and a second reading that needs no model."""
+    import json
+    import zipfile
+    from pathlib import Path
+
+    from synthdx.config import load_config
+    from synthdx.experiments import rare_ddx
+    from test_phenopackets import marfan_packet
+
+    path = tmp_path / "cases.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(14):  # one publication each: tuning cases are set apart by publication
+            packet = marfan_packet(f"PMID_{i}_x")
+            packet["metaData"]["externalReferences"][0]["id"] = f"PMID:{i}"
+            z.writestr(f"FBN1/PMID_{i}_x.json", json.dumps(packet))
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "rare-ddx-cpu.yaml", [
+        f"data.path={path}", "data.max_model_cases=null", "synthetic.n_diseases=3", "synthetic.validation_patients=10",
+        f"train.model={tiny_model_dir}", "train.max_steps=1", "eval.zero_shot=false", "eval.n_resamples=100",
+        "eval.constrained_beam=0", "rerank.tuning_cases=10"])
+    run = tmp_path / "run"
+    rare_ddx.run_rare_ddx(cfg, run)
+    tool.main([str(run), "--betas", "0,1", "--n-resamples", "100"])
+    out = capsys.readouterr().out
+    assert "4 scored cases (4 publications)" in out and "weight chosen on real tuning cases" in out
+    assert [line.split(" | ")[1] for line in out.splitlines() if line.startswith("| fine-tuned model |")] == ["0", "1"]
+    assert "beta chosen with the weight, on the same cases:" in out
+    free = json.loads((run / "data" / "scores_model_content_free.json").read_text())
+    scored = json.loads((run / "data" / "scores_model_cases.json").read_text())
+    ranked = {e["id"] for line in (run / "predictions" / "knowledge_ranker.jsonl").read_text().splitlines()
+              for e in json.loads(line)["ranking"]}
+    assert ranked <= set(free) and all(v < 0 for v in free.values()) and len(scored) == 4
+
+    def no_model(path):
+        raise AssertionError("every score is cached: no model should be loaded")
+
+    monkeypatch.setattr(rare_ddx, "_load_for_scoring", no_model)
+    tool.main([str(run), "--betas", "0,1", "--n-resamples", "100"])
+    assert capsys.readouterr().out.splitlines()[-4:] == out.splitlines()[-4:]
