@@ -5,8 +5,8 @@
 
 The model scores a candidate by log p(name | summary). Part of that is the name alone: a short,
 famous name is likely whatever the patient has. Subtracting beta x log p(name | an empty summary)
-takes that part out (beta 1: pointwise mutual information of name and summary, the "surface form
-competition" correction of Holtzman et al. 2021), leaving what the model reads from the phenotype.
+takes that part out (beta 1: pointwise mutual information of name and summary given the task's
+prompt, the "domain-conditional PMI" of Holtzman et al. 2021, "Surface form competition"), leaving what the model reads from the phenotype.
 For each beta and each model the run scored (fine-tuned; base model zero-shot if the run has it),
 the tool prints the model alone and fused with the run's ranker, the fusion weight chosen as the
 run chooses it (on its real tuning cases if it set some apart, else on its synthetic validation
@@ -65,13 +65,13 @@ def study(parts: dict, scores: dict, free: dict[str, float], betas: Sequence[flo
     "tune" when present, else on "val", as `synthdx run` chooses it."""
     retrieved, golds, pubs = parts["cases"]
     choose_on = "tune" if "tune" in parts else "val"
+    c_ret, c_golds, c_pubs = parts[choose_on]
+    v_ret, v_golds, _ = parts["val"]
     ranker_hit = np.array([r[2] == 1 for r in retrieved])
     rows = []
     for beta in betas:
         adj = {k: without_name_prior(v, free, beta) for k, v in scores.items()}
-        c_ret, c_golds, c_pubs = parts[choose_on]
         w, table = R.choose_weight(c_ret, adj[choose_on], c_golds, weights, n_resamples, seed, groups=c_pubs)
-        v_ret, v_golds, _ = parts["val"]
         alone = np.asarray(R._fused_ranks(retrieved, adj["cases"], golds, float("inf"))) == 1
         fused = np.asarray(R._fused_ranks(retrieved, adj["cases"], golds, w)) == 1
         rows.append({
