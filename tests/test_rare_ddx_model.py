@@ -445,11 +445,10 @@ def test_split_tuning_cases_by_publication():
     assert {c.id for c in again} == {c.id for c in tuning}
 
 
-def test_fusion_weight_chosen_on_real_tuning_cases(tmp_path, tiny_model_dir):
-    """rerank.tuning_cases: the weight is chosen on real cases that are never scored, and the report,
-    the metrics and the model's task file say so."""
+def tiny_tuning_config(tmp_path, tiny_model_dir, zero_shot: bool):
+    """The CPU configuration cut to the tiny model: 14 cases from 14 publications, 10 of them set apart
+    as real tuning cases (whole publications), so 4 are scored."""
     from synthdx.config import load_config
-    from synthdx.experiments.rare_ddx import run_rare_ddx
 
     path = tmp_path / "cases.zip"
     with zipfile.ZipFile(path, "w") as z:
@@ -457,10 +456,18 @@ def test_fusion_weight_chosen_on_real_tuning_cases(tmp_path, tiny_model_dir):
             packet = marfan_packet(f"PMID_{i}_x")
             packet["metaData"]["externalReferences"][0]["id"] = f"PMID:{i}"
             z.writestr(f"FBN1/PMID_{i}_x.json", json.dumps(packet))
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "rare-ddx-cpu.yaml", [
+    return load_config(Path(__file__).resolve().parents[1] / "configs" / "rare-ddx-cpu.yaml", [
         f"data.path={path}", "data.max_model_cases=null", "synthetic.n_diseases=3", "synthetic.validation_patients=10",
-        f"train.model={tiny_model_dir}", "train.max_steps=1", "eval.zero_shot=true", "eval.n_resamples=100",
-        "eval.constrained_beam=0", "rerank.tuning_cases=10"])
+        f"train.model={tiny_model_dir}", "train.max_steps=1", f"eval.zero_shot={str(zero_shot).lower()}",
+        "eval.n_resamples=100", "eval.constrained_beam=0", "rerank.tuning_cases=10"])
+
+
+def test_fusion_weight_chosen_on_real_tuning_cases(tmp_path, tiny_model_dir):
+    """rerank.tuning_cases: the weight is chosen on real cases that are never scored, and the report,
+    the metrics and the model's task file say so."""
+    from synthdx.experiments.rare_ddx import run_rare_ddx
+
+    cfg = tiny_tuning_config(tmp_path, tiny_model_dir, zero_shot=True)
     out = tmp_path / "run"
     result = run_rare_ddx(cfg, out)
     assert result["all_cases"]["knowledge ranker"]["n"] == 14 and result["model_cases"]["knowledge ranker"]["n"] == 4

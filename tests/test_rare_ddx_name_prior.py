@@ -75,23 +75,11 @@ def test_tool_on_a_finished_tiny_run(tmp_path, tiny_model_dir, tool, capsys, mon
     """main() on a run with real tuning cases: one row per beta, the content-free scores cached for
     every retrieved name, and a second reading that needs no model."""
     import json
-    import zipfile
-    from pathlib import Path
 
-    from synthdx.config import load_config
     from synthdx.experiments import rare_ddx
-    from test_phenopackets import marfan_packet
+    from test_rare_ddx_model import tiny_tuning_config
 
-    path = tmp_path / "cases.zip"
-    with zipfile.ZipFile(path, "w") as z:
-        for i in range(14):  # one publication each: tuning cases are set apart by publication
-            packet = marfan_packet(f"PMID_{i}_x")
-            packet["metaData"]["externalReferences"][0]["id"] = f"PMID:{i}"
-            z.writestr(f"FBN1/PMID_{i}_x.json", json.dumps(packet))
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "rare-ddx-cpu.yaml", [
-        f"data.path={path}", "data.max_model_cases=null", "synthetic.n_diseases=3", "synthetic.validation_patients=10",
-        f"train.model={tiny_model_dir}", "train.max_steps=1", "eval.zero_shot=false", "eval.n_resamples=100",
-        "eval.constrained_beam=0", "rerank.tuning_cases=10"])
+    cfg = tiny_tuning_config(tmp_path, tiny_model_dir, zero_shot=False)
     run = tmp_path / "run"
     rare_ddx.run_rare_ddx(cfg, run)
     tool.main([str(run), "--betas", "0,1", "--n-resamples", "100"])
